@@ -1,0 +1,17 @@
+"""The model zoo: models built by code, with no downloads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.models.base import ModelBundle, ModelEntry
+from harness.models.digits_cnn import DigitsCnn
+
+MODELS: dict[str, ModelEntry] = {entry.name: entry for entry in (DigitsCnn(),)}
+
+
+def build_model(config: Any) -> ModelBundle:
+    return MODELS[config.name].build(config)
+
+
+__all__ = ["MODELS", "ModelBundle", "ModelEntry", "build_model"]

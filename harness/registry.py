@@ -1,0 +1,72 @@
+"""One registry per pluggable part, built once: in-tree modules plus entry points.
+
+Adapters come from the `adapters/` package (every module that defines an `Adapter`
+subclass with a `kind`) and from the `servingbench.adapters` entry-point group, so a
+third-party package adds a framework without touching the harness. Each kind is registered
+exactly once; a clash is an error, never a silent override.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import pkgutil
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from harness.errors import ServingBenchError
+
+if TYPE_CHECKING:
+    from harness.adapter import Adapter
+    from harness.launchers.base import Launcher
+
+ENTRY_POINT_GROUP = "servingbench.adapters"
+
+
+def _register(table: dict[str, Any], kind: str, obj: Any, origin: str) -> None:
+    if kind in table and table[kind] is not obj:
+        raise ServingBenchError(
+            f"adapter kind {kind!r} is registered twice ({table[kind].__module__} and {origin})"
+        )
+    table[kind] = obj
+
+
+@cache
+def adapters() -> dict[str, type[Adapter[Any]]]:
+    """Every known adapter class by kind."""
+    from harness.adapter import Adapter
+
+    import adapters as adapters_pkg
+
+    table: dict[str, type[Adapter[Any]]] = {}
+    for info in pkgutil.iter_modules(adapters_pkg.__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"adapters.{info.name}")
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, Adapter)
+                and value.__module__ == module.__name__
+                and getattr(value, "kind", None)
+            ):
+                _register(table, value.kind, value, module.__name__)
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        cls = ep.load()
+        if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+            raise ServingBenchError(
+                f"entry point {ep.name!r} in {ENTRY_POINT_GROUP} is not an Adapter subclass"
+            )
+        _register(table, cls.kind, cls, f"entry point {ep.value}")
+    return dict(sorted(table.items()))
+
+
+@cache
+def launchers() -> dict[str, type[Launcher]]:
+    """Every launcher class by kind."""
+    from harness.launchers import external, process
+
+    table: dict[str, type[Launcher]] = {}
+    for cls in (process.ProcessLauncher, external.ExternalLauncher):
+        table[cls.kind] = cls
+    return table
