@@ -1,0 +1,130 @@
+"""A minimal HTTP server with a known behaviour, for calibration and tests.
+
+Answers every request with a fixed plain-JSON body after an optional fixed delay, and can
+stall periodically (every `stall_every_s` seconds it holds all answers for `stall_s`), like
+a GC pause. Written on uvloop + httptools so that it is never the bottleneck when the
+load generator's own overhead is measured against it.
+
+    python -m harness.nullserver --port 8000 [--delay-ms 5] [--stall-every-s 5 --stall-s 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import time
+
+import httptools
+
+
+class _Handler(asyncio.Protocol):
+    def __init__(self, server: NullServer) -> None:
+        self.server = server
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.keep_alive = True
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            if self.transport is not None:
+                self.transport.close()
+
+    def on_url(self, url: bytes) -> None:
+        self.url = url
+
+    def on_message_complete(self) -> None:
+        self.keep_alive = self.parser.should_keep_alive()
+        now = time.perf_counter()
+        delay = self.server.delay_for(now)
+        response = self.server.response_for(self.url)
+        if delay <= 0:
+            self._write(response)
+            return
+        # libuv timers have 1 ms resolution: sleep coarsely, then spin through loop turns
+        # (other connections are still served) so the delay is exact to ~10 us.
+        deadline = now + delay
+        loop = asyncio.get_running_loop()
+        loop.call_later(max(0.0, delay - 0.002), self._spin, loop, deadline, response)
+
+    def _spin(self, loop: asyncio.AbstractEventLoop, deadline: float, response: bytes) -> None:
+        if time.perf_counter() >= deadline:
+            self._write(response)
+        else:
+            loop.call_soon(self._spin, loop, deadline, response)
+
+    def _write(self, response: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(response)
+            if not self.keep_alive:
+                self.transport.close()
+
+
+def _response(status: str, body: bytes) -> bytes:
+    head = f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+class NullServer:
+    def __init__(self, delay_ms: float = 0.0, stall_every_s: float = 0.0, stall_s: float = 0.0,
+                 outputs: list[list[float]] | None = None) -> None:
+        self.delay_s = delay_ms / 1000
+        self.stall_every_s = stall_every_s
+        self.stall_s = stall_s
+        self.t0 = time.perf_counter()
+        body = json.dumps({"outputs": outputs or [[0.0]]}).encode()
+        self.ok = _response("200 OK", body)
+        self.health = _response("200 OK", b'{"status":"ok"}')
+
+    def response_for(self, url: bytes) -> bytes:
+        return self.health if url.startswith(b"/health") else self.ok
+
+    def delay_for(self, now: float) -> float:
+        delay = self.delay_s
+        if self.stall_every_s > 0 and self.stall_s > 0:
+            phase = (now - self.t0) % self.stall_every_s
+            if phase < self.stall_s:  # inside a stall: answer when it ends
+                delay += self.stall_s - phase
+        return delay
+
+
+async def serve(host: str, port: int, server: NullServer) -> None:
+    loop = asyncio.get_running_loop()
+    srv = await loop.create_server(lambda: _Handler(server), host, port, backlog=4096)
+    stop = loop.create_future()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+    async with srv:
+        await stop
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--delay-ms", type=float, default=0.0)
+    parser.add_argument("--stall-every-s", type=float, default=0.0)
+    parser.add_argument("--stall-s", type=float, default=0.0)
+    parser.add_argument("--outputs", default=None, help="JSON list of output rows to answer")
+    args = parser.parse_args(argv)
+    outputs = json.loads(args.outputs) if args.outputs else None
+    server = NullServer(args.delay_ms, args.stall_every_s, args.stall_s, outputs)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    print(f"nullserver listening on {args.host}:{args.port} pid={os.getpid()}", flush=True)
+    asyncio.run(serve(args.host, args.port, server))
+
+
+if __name__ == "__main__":
+    main()
