@@ -66,6 +66,7 @@ class _Recipe:
     artifact: str
     fmt: str
     build: Callable[[Any, Path, Any], None]
+    requires: tuple[str, ...] = ("torch",)
 
 
 def _export_eager(bundle: Any, out: Path, spec: Any) -> None:
@@ -147,10 +148,20 @@ def calibration_inputs(bundle: Any, spec: Any) -> np.ndarray:
 RECIPES: dict[str, _Recipe] = {
     "eager": _Recipe("fp32", "model.pt", "eager", _export_eager),
     "torchscript": _Recipe("fp32", "model.torchscript.pt", "torchscript", _export_torchscript),
-    "onnx": _Recipe("fp32", "model.onnx", "onnx", _export_onnx),
-    "onnx-int8": _Recipe("int8", "model.int8.onnx", "onnx", _export_onnx_int8),
+    "onnx": _Recipe("fp32", "model.onnx", "onnx", _export_onnx,
+                    ("torch", "onnx", "onnxscript", "onnxruntime")),
+    "onnx-int8": _Recipe("int8", "model.int8.onnx", "onnx", _export_onnx_int8,
+                         ("torch", "onnx", "onnxscript", "onnxruntime")),
 }
 assert tuple(RECIPES) == VARIANT_NAMES
+
+
+def variant_availability(name: str) -> tuple[bool, str]:
+    """Can this variant be built here, and if not, which packages are missing."""
+    import importlib.util
+
+    missing = [m for m in RECIPES[name].requires if importlib.util.find_spec(m) is None]
+    return (not missing, f"missing Python package(s): {', '.join(missing)}" if missing else "")
 
 
 def _versions() -> dict[str, str]:

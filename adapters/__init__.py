@@ -1,0 +1,1 @@
+"""One module per serving framework. Each defines `<Name>Config` and `<Name>Adapter`."""

@@ -1,0 +1,140 @@
+"""FastAPI on uvicorn: the plain-JSON protocol over a hand-tuned Python server.
+
+Recipe
+- serves: eager, torchscript, onnx, onnx-int8 (through `harness.runtime`)
+- files: none (the app loads the variant folder directly)
+- starts: `python -m adapters.fastapi` -> uvicorn (uvloop + httptools, access log off),
+  `workers` processes, model loaded before the port opens
+- ready: `GET /health` answers 200 once the model is loaded
+- protocol: plain-json, `POST /predict`
+- inference never blocks the event loop: it runs on a single-thread executor, optionally
+  behind a dynamic batcher (max batch size, max delay) for a fair fight with batching servers
+"""
+
+
+import argparse
+import json
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field, NonNegativeFloat, PositiveInt
+
+from harness.adapter import Adapter, AdapterConfig, ProcessSpec
+from harness.config import StrictModel
+from harness.variants import BuiltVariant
+
+
+class BatchingConfig(StrictModel):
+    max_batch_size: PositiveInt = 16
+    max_delay_ms: NonNegativeFloat = 2.0
+
+
+class FastapiConfig(AdapterConfig):
+    kind: Literal["fastapi"]
+    workers: PositiveInt = Field(1, description="uvicorn worker processes")
+    batching: BatchingConfig | None = None
+
+
+class FastapiAdapter(Adapter[FastapiConfig]):
+    kind: ClassVar[str] = "fastapi"
+    config_class = FastapiConfig
+    variants = frozenset({"eager", "torchscript", "onnx", "onnx-int8"})
+    description = "FastAPI + uvicorn, plain JSON, optional dynamic batching"
+    requires = ("fastapi", "uvicorn", "uvloop", "httptools")
+
+    def process_spec(self, variant: BuiltVariant, workdir: Path, host: str,
+                     ports: dict[str, int]) -> ProcessSpec:
+        env = {"SB_VARIANT_DIR": str(variant.path)}
+        if self.config.batching:
+            env["SB_MAX_BATCH"] = str(self.config.batching.max_batch_size)
+            env["SB_MAX_DELAY_MS"] = str(self.config.batching.max_delay_ms)
+        argv = [sys.executable, "-m", "adapters.fastapi", "--host", host,
+                "--port", str(ports["http"]), "--workers", str(self.config.workers)]
+        return ProcessSpec(argv=argv, env=env)
+
+
+# ---------------------------------------------------------------- the server itself
+
+
+def create_app() -> Any:
+    """The ASGI app; configured from the environment so uvicorn workers can build it."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, Response
+
+    from harness.batching import DynamicBatcher
+    from harness.runtime import load_predictor, read_variant
+
+    variant_dir = Path(os.environ["SB_VARIANT_DIR"])
+    info = read_variant(variant_dir)
+    shape = tuple(info["input_shape"])
+    max_batch = int(os.environ.get("SB_MAX_BATCH", "0"))
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
+        predict = load_predictor(variant_dir)
+        predict(np.zeros((1, *shape), np.float32))  # first call allocates; not on a request
+        state.update(predict=predict, executor=executor)
+        if max_batch > 0:
+            batcher = DynamicBatcher(predict, executor, max_batch,
+                                     float(os.environ.get("SB_MAX_DELAY_MS", "2")) / 1000)
+            batcher.start()
+            state["batcher"] = batcher
+        yield
+        if "batcher" in state:
+            await state["batcher"].stop()
+        executor.shutdown(wait=False)
+
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ready", "variant": info["variant"], "batching": max_batch > 0}
+
+    @app.get("/stats")
+    async def stats() -> dict[str, Any]:
+        batcher = state.get("batcher")
+        return {"batches": batcher.batches, "items": batcher.items} if batcher else {}
+
+    @app.post("/predict")
+    async def predict(request: Request) -> Response:
+        try:
+            inputs = np.asarray(json.loads(await request.body())["inputs"], np.float32)
+        except (ValueError, KeyError, TypeError) as exc:
+            return JSONResponse({"error": f"bad request body: {exc}"}, status_code=400)
+        if inputs.shape[1:] != shape:
+            return JSONResponse(
+                {"error": f"expected instances of shape {list(shape)}, "
+                          f"got {list(inputs.shape[1:])}"}, status_code=422)
+        if "batcher" in state:
+            outputs = await state["batcher"].submit(inputs)
+        else:
+            loop = __import__("asyncio").get_running_loop()
+            outputs = await loop.run_in_executor(state["executor"], state["predict"], inputs)
+        body = json.dumps({"outputs": outputs.tolist()}, separators=(",", ":"))
+        return Response(body, media_type="application/json")
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description="servingbench FastAPI server")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    uvicorn.run("adapters.fastapi:create_app", factory=True, host=args.host, port=args.port,
+                workers=args.workers, loop="uvloop", http="httptools", log_level="warning",
+                access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The adapter contract: how one serving framework serves a variant.
+
+An adapter *describes* a server; launchers run it. Each adapter module holds a typed
+config (`kind: Literal[...]`, unknown keys rejected) and a short recipe:
+
+- `variants`            which variant names it can serve
+- `availability()`      can it run here, and if not, why (missing package, binary, ...)
+- `prepare()`           write the files it needs (app config, model repository, archive)
+- `process_spec()`      argv + env to run it as a local process (None: nothing to launch)
+- `probe()`             is it ready (model loaded, not just the port open)
+- `client()`            the protocol client that encodes requests for it
+
+The runner is the only place that joins an adapter with a variant and a launcher.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+import httpx
+import numpy as np
+
+from harness.config import StrictModel
+from harness.load.endpoints import Endpoint
+from harness.protocols import PlainJsonClient, ProtocolClient
+from harness.variants import BuiltVariant
+
+
+class AdapterConfig(StrictModel):
+    kind: str
+
+
+C = TypeVar("C", bound=AdapterConfig)
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """How to run a server as a local process. `{port:<name>}` ports are already filled in."""
+
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+
+
+@dataclass
+class Server:
+    """A server as the runner sees it once launched (or reached, for external targets)."""
+
+    base_url: str | None  # None: nothing listens, the load engine calls the model itself
+    ports: dict[str, int] = field(default_factory=dict)
+    pid: int | None = None
+    log_path: Path | None = None
+    startup_s: float | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Availability:
+    available: bool
+    reason: str = ""
+
+
+class Adapter(ABC, Generic[C]):
+    kind: ClassVar[str]
+    config_class: ClassVar[type[AdapterConfig]]
+    variants: ClassVar[frozenset[str]]
+    description: ClassVar[str] = ""
+    requires: ClassVar[tuple[str, ...]] = ()  # importable modules needed to serve
+    ports: ClassVar[tuple[str, ...]] = ("http",)
+    health_path: ClassVar[str] = "/health"
+
+    def __init__(self, config: C) -> None:
+        self.config = config
+
+    @classmethod
+    def availability(cls) -> Availability:
+        missing = [m for m in cls.requires if importlib.util.find_spec(m) is None]
+        if missing:
+            return Availability(False, f"missing Python package(s): {', '.join(missing)}")
+        return Availability(True)
+
+    def supports(self, variant: str) -> bool:
+        return variant in self.variants
+
+    def prepare(self, variant: BuiltVariant, workdir: Path) -> None:
+        """Write the files the server needs into `workdir` (default: none)."""
+
+    @abstractmethod
+    def process_spec(self, variant: BuiltVariant, workdir: Path, host: str,
+                     ports: dict[str, int]) -> ProcessSpec | None:
+        """How to start the server locally; None when there is no server to start."""
+
+    def base_url(self, host: str, ports: dict[str, int]) -> str:
+        return f"http://{host}:{ports['http']}"
+
+    def probe(self, base_url: str) -> bool:
+        """True once the server answers inference (model loaded), not merely listens."""
+        try:
+            return httpx.get(base_url + self.health_path, timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def client(self, base_url: str) -> ProtocolClient:
+        return PlainJsonClient(base_url)
+
+    def endpoint(self, server: Server, variant: BuiltVariant, instances: np.ndarray) -> Endpoint:
+        assert server.base_url is not None
+        return self.client(server.base_url).endpoint(instances)
+
+    def infer(self, server: Server, variant: BuiltVariant, batch: np.ndarray) -> np.ndarray:
+        assert server.base_url is not None
+        return self.client(server.base_url).infer(batch)
+
+    def settings(self) -> dict[str, Any]:
+        return self.config.model_dump()

@@ -1,0 +1,166 @@
+"""`servingbench`: the only module that parses argv or prints.
+
+    servingbench run SCENARIO [--targets a,b] [--out DIR] [--no-report]
+    servingbench report RUN_DIR [-o FILE]
+    servingbench validate SCENARIO...
+    servingbench list
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from harness.errors import ConfigError, ServingBenchError
+from harness.load.engine import StepPlan
+from harness.observer import Observer
+from harness.stats import StepSummary
+
+console = Console(stderr=True)
+out = Console()
+
+
+class RichObserver(Observer):
+    """One progress bar over all steps, and a line per finished step."""
+
+    def __init__(self, progress: Progress, total_steps: int) -> None:
+        self.progress = progress
+        self.task = progress.add_task("starting", total=total_steps)
+
+    def on_phase(self, message: str) -> None:
+        self.progress.update(self.task, description=message)
+
+    def on_target_start(self, target: str, index: int, total: int) -> None:
+        self.progress.update(self.task, description=f"[{index + 1}/{total}] {target}: starting")
+
+    def on_step_start(self, target: str, plan: StepPlan) -> None:
+        self.progress.update(self.task, description=f"{target}: {plan.label}")
+
+    def on_step_end(self, target: str, plan: StepPlan, summary: StepSummary) -> None:
+        flag = f" [yellow]load generator: {summary.loadgen_note}[/]" if summary.loadgen_note else ""
+        errors = f" [red]{summary.errors} errors[/]" if summary.errors else ""
+        self.progress.console.print(
+            f"{target} | {plan.label} | {summary.throughput_rps:.1f} req/s | "
+            f"p50 {summary.p50_ms:.2f} ms | p99 {summary.p99_ms:.2f} ms{errors}{flag}",
+            highlight=False, markup=True, soft_wrap=True)
+        self.progress.advance(self.task)
+
+    def on_target_end(self, target: str, status: str, error: str | None) -> None:
+        if status != "ok":
+            first = (error or "").splitlines()[0] if error else status
+            self.progress.console.print(f"  [red]{target}: {status}: {first}[/]", highlight=False,
+                                        markup=True)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.profiles import levels
+    from harness.runner import run_scenario
+    from harness.scenario import load_scenario, target_by_name
+
+    scenario = load_scenario(args.scenario)
+    names = [n for n in (args.targets or "").split(",") if n]
+    targets = target_by_name(scenario, names)
+    total = len(targets) * len(levels(scenario.load.profile)) * scenario.repeats
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # teardown runs on TERM as on Ctrl-C
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        outcome = run_scenario(scenario, scenario_file=str(args.scenario), out_root=args.out,
+                               target_names=names, observer=RichObserver(progress, total),
+                               command=sys.argv)
+    out.print(f"run folder: {outcome.run_dir}", highlight=False)
+    if not args.no_report:
+        from harness.report import render_report
+
+        out.print(f"report: {render_report(outcome.run_dir)}", highlight=False)
+    for failure in outcome.failures:
+        console.print(f"[red]FAILED[/] {failure}", highlight=False, markup=True)
+    return 1 if outcome.failures else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import render_report
+
+    out.print(f"report: {render_report(Path(args.run_dir), args.output)}", highlight=False)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from harness.scenario import load_scenario
+
+    for path in args.scenarios:
+        scenario = load_scenario(path)
+        out.print(f"{path}: ok ({len(scenario.targets)} targets)", highlight=False)  # type: ignore[attr-defined]
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from harness import registry
+    from harness.variants import VARIANT_NAMES, variant_availability
+
+    table = Table("part", "name", "available", "why not / what", title="servingbench parts")
+    for kind, cls in registry.adapters().items():
+        a = cls.availability()
+        table.add_row("adapter", kind, _yes(a.available), a.reason or cls.description)
+    for name in VARIANT_NAMES:
+        ok, why = variant_availability(name)
+        table.add_row("variant", name, _yes(ok), why)
+    for kind, launcher in registry.launchers().items():
+        table.add_row("launcher", kind, _yes(True), launcher.description)
+    out.print(table)
+    return 0
+
+
+def _yes(value: bool) -> str:
+    return "[green]yes[/]" if value else "[red]no[/]"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="servingbench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a scenario and write a run folder and report")
+    run.add_argument("scenario", type=Path)
+    run.add_argument("--targets", help="comma-separated target names (default: all)")
+    run.add_argument("--out", type=Path, default=Path("results"), help="results root")
+    run.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    run.set_defaults(func=cmd_run)
+    report = sub.add_parser("report", help="render the HTML report of a run folder")
+    report.add_argument("run_dir", type=Path)
+    report.add_argument("-o", "--output", type=Path, default=None)
+    report.set_defaults(func=cmd_report)
+    validate = sub.add_parser("validate", help="validate scenario files")
+    validate.add_argument("scenarios", type=Path, nargs="+")
+    validate.set_defaults(func=cmd_validate)
+    sub.add_parser("list", help="adapters, variants, launchers").set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        console.print(str(exc), style="red", highlight=False, markup=False)
+        return 2
+    except ServingBenchError as exc:
+        console.print(f"error: {exc}", style="red", highlight=False, markup=False)
+        return 1
+    except KeyboardInterrupt:
+        console.print("interrupted: servers stopped; finished steps are in the run folder",
+                      style="yellow", highlight=False)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Launchers run what an adapter describes: a local process, or an external endpoint."""

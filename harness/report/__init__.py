@@ -1,0 +1,298 @@
+"""Render one self-contained HTML report from a run folder.
+
+The run folder is the only input (see `harness.results`): the report can be re-rendered at
+any time, including for a run that is still going or that died part way. Every string read
+from the folder is escaped by jinja's autoescaping; the only generated markup is the chart
+data URIs, which are plain base64 and need no `|safe`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, TypeGuard
+
+import jinja2
+import pandas as pd
+
+from harness.report import charts
+from harness.report.data import (
+    RunData,
+    RunFolderError,
+    aggregate_steps,
+    folder_listing,
+    label_order,
+    latency_samples,
+    leaders,
+    load_run,
+    log_tail,
+)
+
+__all__ = ["RunFolderError", "render_report"]
+
+TEMPLATE = "template.html.j2"
+RATE_SHORTFALL = 0.95  # achieved/requested below this is flagged
+NO_VALUE = "\u2013"  # en dash shown where there is no number
+FIDELITY_KEYS = ("passed", "samples", "max_abs_diff", "agreement", "message")
+
+
+def render_report(run_dir: Path, out: Path | None = None) -> Path:
+    """Write the HTML report for `run_dir` (default `<run_dir>/report.html`); return its path."""
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / "report.html"
+    data = load_run(run_dir)
+    html = _environment().get_template(TEMPLATE).render(**_context(data, out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(html, encoding="utf-8")
+    os.replace(tmp, out)
+    return out
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(num=_num, sig=_sig, pct=_pct, sortkey=_sortkey, when=_when, size=_size)
+    return env
+
+
+def _context(data: RunData, out: Path) -> dict[str, Any]:
+    agg = aggregate_steps(data.steps)
+    labels = label_order(data.steps)
+    targets = data.target_names()
+    samples, record_notes = latency_samples(data, seed=_seed(data))
+    marks = {name: "fidelity failed" for name in data.fidelity_failed()}
+    return {
+        "header": _header(data),
+        "has_steps": not data.steps.empty,
+        "leaders": leaders(agg, labels, data.fidelity_failed()),
+        "problems": _problems(data, record_notes),
+        "comparison": _comparison(data, agg, labels, targets),
+        "charts": {
+            "latency": charts.latency_vs_throughput(agg, targets, data.slo_ms, marks),
+            "throughput": charts.throughput_bars(agg, labels, targets, marks),
+            "cdfs": [
+                (label, charts.latency_cdf(samples.get(label, {}), targets, data.slo_ms, marks))
+                for label in labels
+            ],
+        },
+        "variants": _variants(data),
+        "targets": _targets(data),
+        "provenance": _provenance(data),
+        "files": folder_listing(data.path, exclude=out),
+    }
+
+
+def _seed(data: RunData) -> int:
+    seed = (data.run.get("provenance") or {}).get("seed", 0)
+    return seed if isinstance(seed, int) else 0
+
+
+def _header(data: RunData) -> dict[str, Any]:
+    run = data.run
+    model = data.model
+    return {
+        "scenario": run.get("scenario_name") or data.scenario.get("name") or data.path.name,
+        "description": data.scenario.get("description") or "",
+        "run_id": run.get("run_id") or data.path.name,
+        "status": run.get("status") or "unknown",
+        "started_at": run.get("started_at"),
+        "finished_at": run.get("finished_at"),
+        "model": model.get("name"),
+        "model_accuracy": model.get("test_accuracy"),
+        "model_parameters": model.get("parameters"),
+        "slo_ms": data.slo_ms,
+        "slo_percentile": data.slo_percentile,
+        "repeats": data.scenario.get("repeats"),
+    }
+
+
+def _problems(data: RunData, record_notes: list[str]) -> list[dict[str, Any]]:
+    """Each problem: title, optional detail (shown preformatted) and optional log tail."""
+    found: list[dict[str, Any]] = []
+
+    def add(title: str, detail: str | None = None, log: str | None = None) -> None:
+        found.append({"title": title, "detail": detail, "log": log})
+
+    status = data.run.get("status")
+    if status not in ("finished", None):
+        add(f"Run status is '{status}': results may be incomplete.")
+    for failure in data.run.get("failures") or []:
+        add("Run failure", str(failure))
+    for name in data.missing:
+        add(f"{name} is missing from the run folder.")
+    for target in data.targets:
+        name = str(target.get("name"))
+        state = target.get("status")
+        if state in ("failed", "skipped") or (state == "running" and status != "running"):
+            add(f"Target {name}: {state}", str(target.get("error") or "(no error recorded)"),
+                log_tail(data, target) if state != "skipped" else None)
+        fidelity = target.get("fidelity")
+        if isinstance(fidelity, dict) and fidelity.get("passed") is False:
+            add(f"Target {name}: fidelity check failed", str(fidelity.get("message") or ""))
+    saturated = data.steps[data.steps["loadgen_saturated"]]
+    for row in saturated.itertuples(index=False):
+        add(f"Load generator saturated: {row.target}, {row.label}, repeat {_num(row.repeat, 0)}",
+            str(row.loadgen_note) or None)
+    for variant in data.variants:
+        validation = variant.get("validation") or {}
+        if isinstance(validation, dict) and validation.get("status") not in ("ok", None):
+            add(f"Variant {variant.get('name')}: validation {validation.get('status')}",
+                str(validation.get("reason") or ""))
+    for note in record_notes:
+        add("Records file could not be read", note)
+    return found
+
+
+def _comparison(
+    data: RunData, agg: pd.DataFrame, labels: list[str], targets: list[str],
+) -> list[dict[str, Any]]:
+    status = {str(t.get("name")): t.get("status") for t in data.targets}
+    failed_fidelity = data.fidelity_failed()
+    rank = {name: i for i, name in enumerate(targets)}
+    tables = []
+    for label in labels:
+        rows = agg[agg["label"] == label].copy()
+        rows["rank"] = rows["target"].map(rank)
+        records = [{str(k): v for k, v in row.items()}
+                   for row in rows.sort_values("rank", kind="stable").to_dict("records")]
+        for row in records:
+            row["flags"] = _flags(row, data, failed_fidelity, status)
+        repeats = sorted({int(r["repeats"]) for r in records})
+        tables.append({"label": label, "rows": records, "repeats": repeats})
+    return tables
+
+
+def _flags(row: dict[str, Any], data: RunData, failed_fidelity: set[str],
+           status: dict[str, Any]) -> list[str]:
+    flags = []
+    if row["target"] in failed_fidelity:
+        flags.append("fidelity failed")
+    if status.get(row["target"]) == "failed":
+        flags.append("target failed")
+    if row["loadgen_saturated"]:
+        flags.append("load generator saturated")
+    if _finite(row["errors"]) and row["errors"] > 0:
+        flags.append("errors")
+    if _finite(row["achieved_rate_ratio"]) and row["achieved_rate_ratio"] < RATE_SHORTFALL:
+        flags.append(f"below {RATE_SHORTFALL:.0%} of requested rate")
+    column = {50.0: "p50_ms", 90.0: "p90_ms", 99.0: "p99_ms"}.get(data.slo_percentile or -1.0)
+    slo = data.slo_ms
+    if column and slo is not None and _finite(row[column]) and row[column] > slo:
+        flags.append(f"p{data.slo_percentile:g} over SLO")
+    return flags
+
+
+def _variants(data: RunData) -> list[dict[str, Any]]:
+    rows = []
+    for variant in data.variants:
+        v = variant.get("validation") or {}
+        acc, ref = v.get("accuracy"), v.get("reference_accuracy")
+        drop = (ref - acc) * 100 if _finite(acc) and _finite(ref) else None
+        rows.append({
+            "name": variant.get("name"), "precision": variant.get("precision"),
+            "artifact": variant.get("artifact"), "sha256": str(variant.get("sha256") or "")[:12],
+            "accuracy": acc, "reference_accuracy": ref, "drop_points": drop,
+            "max_abs_diff": v.get("max_abs_diff"), "agreement": v.get("agreement"),
+            "status": v.get("status"), "reason": v.get("reason") or "",
+        })
+    return rows
+
+
+def _targets(data: RunData) -> list[dict[str, Any]]:
+    rows = []
+    for target in data.targets:
+        settings = target.get("settings")
+        fidelity = target.get("fidelity")
+        rows.append({
+            "name": target.get("name"), "adapter": target.get("adapter"),
+            "variant": target.get("variant"), "launcher": target.get("launcher"),
+            "status": target.get("status"), "startup_s": target.get("startup_s"),
+            "settings": json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+            if settings else "",
+            "fidelity": {k: fidelity.get(k) for k in FIDELITY_KEYS}
+            if isinstance(fidelity, dict) else None,
+            "log": target.get("log") or "",
+        })
+    return rows
+
+
+def _provenance(data: RunData) -> dict[str, Any]:
+    prov = data.run.get("provenance") or {}
+    hardware = prov.get("hardware") or {}
+    git = prov.get("git") or {}
+    command = data.run.get("command")
+    gpus = hardware.get("gpus") or []
+    return {
+        "versions": sorted((str(k), str(v)) for k, v in (prov.get("versions") or {}).items()),
+        "hardware": [
+            ("CPU", hardware.get("cpu_model")), ("cores", hardware.get("cores")),
+            ("memory (GB)", hardware.get("memory_gb")),
+            ("GPUs", ", ".join(json.dumps(g, default=str) if isinstance(g, dict) else str(g)
+                               for g in gpus) or "none"),
+        ],
+        "host": [
+            ("hostname", prov.get("hostname")), ("platform", prov.get("platform")),
+            ("python", prov.get("python")), ("seed", prov.get("seed")),
+            ("git revision", git.get("revision")),
+            ("git tree", None if not git else ("dirty" if git.get("dirty") else "clean")),
+            ("scenario file", data.run.get("scenario_file")),
+        ],
+        "command": shlex.join(str(c) for c in command) if isinstance(command, list) else "",
+    }
+
+
+def _finite(value: Any) -> TypeGuard[float]:
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    """Fixed-point with thousands separators; an en dash when there is no number."""
+    return f"{value:,.{digits}f}" if _finite(value) else NO_VALUE
+
+
+def _sig(value: Any, digits: int = 3) -> str:
+    """Significant digits, for values that span orders of magnitude (e.g. max abs diff)."""
+    return f"{value:.{digits}g}" if _finite(value) else NO_VALUE
+
+
+def _pct(value: Any, digits: int = 2) -> str:
+    """A fraction shown as a percentage."""
+    return f"{value * 100:.{digits}f}%" if _finite(value) else NO_VALUE
+
+
+def _sortkey(value: Any) -> str:
+    return repr(float(value)) if _finite(value) else ""
+
+
+def _size(value: Any) -> str:
+    if not _finite(value):
+        return NO_VALUE
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
+        value /= 1024
+    return NO_VALUE
+
+
+def _when(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        return NO_VALUE
+    try:
+        stamp = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    zone = stamp.tzname() or ""
+    return stamp.strftime("%Y-%m-%d %H:%M:%S") + (f" {zone}" if zone else "")

@@ -1,0 +1,109 @@
+"""Pure statistics over request records: no I/O, no printing.
+
+Percentiles are exact (computed from the raw latencies of the measured window), never
+bucketed. Durations come from perf_counter_ns; the wall clock is only for timestamps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from harness.load.records import StepRecords
+
+LOADGEN_CPU_LIMIT = 0.90  # fraction of one core above which the client may be the bottleneck
+RATE_RATIO_LIMIT = 0.98  # achieved/requested open-loop send rate below this: falling behind
+SEND_LAG_P99_LIMIT_MS = 5.0  # p99 lateness of sends beyond which the schedule was not held
+
+
+@dataclass
+class StepSummary:
+    duration_s: float
+    requests: int
+    errors: int
+    error_rate: float
+    throughput_rps: float
+    goodput_rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    mean_ms: float
+    client_cpu_pct: float
+    achieved_rate_ratio: float
+    send_lag_p99_ms: float
+    loadgen_saturated: bool
+    loadgen_note: str
+
+    def to_dict(self) -> dict[str, float | int | bool | str]:
+        return asdict(self)
+
+
+def percentile(values: np.ndarray, q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else math.nan
+
+
+def achieved_rate_ratio(intended_ns: np.ndarray, sent_ns: np.ndarray) -> float:
+    """Send rate achieved over the same requests divided by the rate the schedule asked for.
+
+    Comparing spans (not counts) keeps Poisson noise out: 1.0 means every request left on
+    schedule; a generator that falls behind stretches the sent span and drops below 1.
+    """
+    if len(intended_ns) < 2:
+        return math.nan
+    intended_span = float(intended_ns.max() - intended_ns.min())
+    sent_span = float(sent_ns.max() - sent_ns.min())
+    return intended_span / sent_span if sent_span > 0 else math.nan
+
+
+def summarize(rec: StepRecords, slo_ms: float | None = None,
+              in_process: bool = False) -> StepSummary:
+    mask = rec.measured()
+    duration_s = (rec.window_ns - rec.warmup_ns) / 1e9
+    ok = mask & (rec.error == 0)
+    latency_ms = rec.latency_ns[ok] / 1e6
+    requests = int(mask.sum())
+    errors = int((mask & (rec.error != 0)).sum())
+    lag_ms = rec.send_lag_ns[mask] / 1e6
+    cpu_frac = rec.client_cpu_s / rec.client_wall_s if rec.client_wall_s > 0 else math.nan
+    ratio = (achieved_rate_ratio(rec.intended_ns[mask], rec.sent_ns[mask])
+             if rec.requested_rate else math.nan)
+    lag_p99 = percentile(lag_ms, 99)
+    # The floor runs the model inside the load process: its CPU and lateness are the
+    # model's own queueing, not a load-generator limit.
+    notes = [] if in_process else _loadgen_notes(rec, cpu_frac, ratio, lag_p99)
+    good = int((latency_ms <= slo_ms).sum()) if slo_ms is not None else len(latency_ms)
+    return StepSummary(
+        duration_s=duration_s,
+        requests=requests,
+        errors=errors,
+        error_rate=errors / requests if requests else math.nan,
+        throughput_rps=len(latency_ms) / duration_s,
+        goodput_rps=good / duration_s,
+        p50_ms=percentile(latency_ms, 50),
+        p90_ms=percentile(latency_ms, 90),
+        p99_ms=percentile(latency_ms, 99),
+        max_ms=float(latency_ms.max()) if len(latency_ms) else math.nan,
+        mean_ms=float(latency_ms.mean()) if len(latency_ms) else math.nan,
+        client_cpu_pct=cpu_frac * 100,
+        achieved_rate_ratio=ratio,
+        send_lag_p99_ms=lag_p99,
+        loadgen_saturated=bool(notes),
+        loadgen_note="; ".join(notes),
+    )
+
+
+def _loadgen_notes(rec: StepRecords, cpu_frac: float, ratio: float, lag_p99: float) -> list[str]:
+    """Why this step's numbers may describe the load generator rather than the server."""
+    notes = []
+    if cpu_frac > LOADGEN_CPU_LIMIT:
+        notes.append(f"load generator used {cpu_frac:.0%} of a core")
+    if rec.requested_rate and not math.isnan(ratio) and ratio < RATE_RATIO_LIMIT:
+        notes.append(f"sent {ratio:.1%} of the requested rate")
+    if rec.requested_rate and lag_p99 > SEND_LAG_P99_LIMIT_MS:
+        notes.append(f"send lag p99 {lag_p99:.1f} ms")
+    if rec.connection_cap_hit:
+        notes.append("connection cap reached (open loop turned partly closed)")
+    return notes
