@@ -43,8 +43,8 @@ class _Handler(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self.keep_alive = self.parser.should_keep_alive()
         now = time.perf_counter()
-        delay = self.server.delay_for(now)
         response = self.server.response_for(self.url)
+        delay = 0.0 if response is self.server.health else self.server.delay_for(now)
         if delay <= 0:
             self._write(response)
             return
@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> None:
         uvloop.install()
     except ImportError:
         pass
-    print(f"nullserver listening on {args.host}:{args.port} pid={os.getpid()}", flush=True)
+    print(f"nullserver listening on {args.host}:{args.port} pid={os.getpid()} t0={server.t0!r}",
+          flush=True)
     asyncio.run(serve(args.host, args.port, server))
 
 

@@ -124,7 +124,8 @@ class _Run:
                 workdir=self.folder.path / "work" / name, log_path=self.folder.log_path(name),
                 server_cpus=self.scenario.resources.server_cpus, threads=self.threads,
                 startup_timeout_s=target.startup_timeout_s))
-            self.folder.update_target(name, {"startup_s": server.startup_s})
+            self.folder.update_target(name, {"startup_s": server.startup_s, "pid": server.pid,
+                                             "ports": server.ports, "url": server.base_url})
             self._check_fidelity(name, adapter, server, variant)
             self._load_steps(target, adapter, server, variant, load, repeat)
             self._finish_target(name, "ok", None)

@@ -88,10 +88,11 @@ def _export_onnx(bundle: Any, out: Path, spec: Any, name: str = "model.onnx") ->
     import torch
 
     example = torch.from_numpy(bundle.x_test[:4])
+    batch = torch.export.Dim("batch", min=1, max=4096)
     torch.onnx.export(
         bundle.module, (example,), str(out / name), input_names=["input"],
-        output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-        opset_version=17, dynamo=False,
+        output_names=["output"], dynamic_shapes=({0: batch},), external_data=False,
+        dynamo=True, opset_version=18, verbose=False,
     )
 
 

@@ -181,6 +181,7 @@ async def run_step(endpoint: Endpoint, plan: StepPlan) -> StepRecords:
         error_samples=errors,
         extra={"bodies": transport.bodies} if plan.keep_bodies and hasattr(
             transport, "bodies") else {},
+        t0_ns=t0,
     )
 
 

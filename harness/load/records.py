@@ -45,6 +45,7 @@ class StepRecords:
     connection_cap_hit: bool = False
     error_samples: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    t0_ns: int = 0  # perf_counter_ns() at t0 (CLOCK_MONOTONIC: comparable across processes)
 
     def __len__(self) -> int:
         return len(self.intended_ns)

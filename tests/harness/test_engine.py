@@ -1,0 +1,98 @@
+"""The load engine against real servers on loopback with known behaviour."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harness.load.endpoints import HttpEndpoint
+from harness.load.engine import StepPlan, arrival_offsets_ns
+from harness.load.http import build_request
+from harness.load.records import ERR_CONNECT, ERR_TIMEOUT
+from harness.load.worker import LoadProcess
+from harness.stats import summarize
+from tests.conftest import client_cpus
+
+
+def endpoint(port: int) -> HttpEndpoint:
+    body = b'{"inputs":[[0.0]]}'
+    return HttpEndpoint("127.0.0.1", port, (build_request("127.0.0.1", port, "POST", "/predict",
+                                                          body),))
+
+
+@pytest.fixture(scope="module")
+def load():  # noqa: ANN201
+    with LoadProcess(client_cpus()) as proc:
+        yield proc
+
+
+def test_open_loop_timing_against_a_fixed_delay(nullserver, load) -> None:  # noqa: ANN001
+    with nullserver(delay_ms=5) as port:
+        plan = StepPlan(mode="open", rate=200, arrival="constant", duration_s=3, warmup_s=0.5)
+        rec = load.run(endpoint(port), plan)
+    s = summarize(rec)
+    assert s.errors == 0
+    assert s.requests == 600  # constant arrivals: exactly rate x window
+    assert abs(s.throughput_rps / 200 - 1) < 0.02
+    assert s.achieved_rate_ratio > 0.98
+    assert 5.0 <= s.p50_ms < 6.0, s  # the true 5 ms, plus a small client/loopback cost
+    assert s.send_lag_p99_ms < 2.0
+    assert not s.loadgen_saturated
+
+
+def test_open_loop_shows_a_stalled_servers_true_tail(nullserver, load) -> None:  # noqa: ANN001
+    # The server holds every answer for 1 s once every 4 s. A request arriving at phase f
+    # of a stall truly waits (1 - f) s: 25% of requests are delayed, ~uniformly up to 1 s.
+    # Closed-loop clients hide this (they stop sending); open loop measured from the
+    # intended time must not.
+    with nullserver(delay_ms=1, stall_every_s=4, stall_s=1) as port:
+        plan = StepPlan(mode="open", rate=200, arrival="constant", duration_s=8, warmup_s=0)
+        rec = load.run(endpoint(port), plan)
+    s = summarize(rec)
+    assert s.errors == 0
+    # true p90 = 1 s * (1 - 0.10/0.25) + 1 ms = 0.601 s; true p99 = 0.961 s
+    assert s.p90_ms == pytest.approx(601, rel=0.10)
+    assert s.p99_ms == pytest.approx(961, rel=0.10)
+
+
+def test_closed_loop_keeps_concurrency(nullserver, load) -> None:  # noqa: ANN001
+    with nullserver(delay_ms=10) as port:
+        rec = load.run(endpoint(port), StepPlan(mode="closed", concurrency=8, duration_s=2,
+                                                warmup_s=0.2))
+    s = summarize(rec)
+    # 8 users x 1 request per ~10 ms = ~800 req/s
+    assert 650 < s.throughput_rps < 820, s
+    assert rec.connections == 8
+    assert np.isnan(s.achieved_rate_ratio)  # no requested rate in closed loop
+
+
+def test_timeouts_are_recorded_errors(nullserver, load) -> None:  # noqa: ANN001
+    with nullserver(delay_ms=1500) as port:
+        rec = load.run(endpoint(port), StepPlan(mode="closed", concurrency=2, duration_s=0.5,
+                                                timeout_s=0.3))
+    assert len(rec) >= 2
+    assert (rec.error == ERR_TIMEOUT).all()
+    assert any("timed out" in e for e in rec.error_samples)
+    assert summarize(rec).error_rate == 1.0
+
+
+def test_refused_connections_are_errors_not_crashes(load) -> None:  # noqa: ANN001
+    from harness.launchers.process import free_port
+
+    rec = load.run(endpoint(free_port()), StepPlan(mode="open", rate=50, arrival="constant",
+                                                   duration_s=0.4))
+    assert len(rec) == 20
+    assert (rec.error == ERR_CONNECT).all()
+    assert "failed" in rec.error_samples[0]
+
+
+def test_arrival_schedules() -> None:
+    constant = arrival_offsets_ns(StepPlan(mode="open", rate=100, arrival="constant",
+                                           duration_s=2))
+    assert len(constant) == 200 and np.all(np.diff(constant) == 10_000_000)
+    poisson = arrival_offsets_ns(StepPlan(mode="open", rate=1000, duration_s=10, seed=3))
+    gaps = np.diff(poisson) / 1e9
+    assert abs(len(poisson) / 10_000 - 1) < 0.05
+    assert gaps.std() / gaps.mean() == pytest.approx(1.0, abs=0.1)  # exponential: CV = 1
+    same = arrival_offsets_ns(StepPlan(mode="open", rate=1000, duration_s=10, seed=3))
+    assert np.array_equal(poisson, same)  # the same seed gives every target the same load

@@ -1,0 +1,98 @@
+"""Scenario files: every shipped file validates; bad files fail with file, field and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.errors import ConfigError
+from harness.scenario import load_scenario, parse_scenario, target_by_name
+
+SCENARIOS = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.yaml"))
+
+MINIMAL = """\
+name: t
+model: {name: digits-cnn}
+load:
+  profile: {kind: closed, concurrency: 1}
+targets:
+  - name: a
+    adapter: {kind: fastapi}
+    variant: onnx
+"""
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.name)
+def test_shipped_scenarios_validate(path: Path) -> None:
+    scenario = load_scenario(path)
+    assert scenario.targets  # type: ignore[attr-defined]
+
+
+def test_minimal_scenario_gets_defaults() -> None:
+    s = parse_scenario(MINIMAL)
+    target = s.targets[0]  # type: ignore[attr-defined]
+    assert target.launcher.kind == "process"
+    assert s.load.profile.concurrency == [1]
+    assert s.variants.accuracy_tolerance == 1.0
+
+
+def problems(text: str) -> list[tuple[str, str]]:
+    with pytest.raises(ConfigError) as info:
+        parse_scenario(text, source="bad.yaml")
+    assert str(info.value).startswith("bad.yaml: invalid scenario")
+    return info.value.problems
+
+
+def test_unknown_key_is_an_error_with_path_and_line() -> None:
+    text = MINIMAL.replace("adapter: {kind: fastapi}",
+                           "adapter: {kind: fastapi, worker: 2}")
+    [(field, message)] = problems(text)
+    assert field == "targets[0].adapter.worker (line 7)"
+    assert "unknown key" in message
+
+
+def test_wrong_value_names_field_and_expectation() -> None:
+    text = MINIMAL.replace("concurrency: 1", "concurrency: [1, 0]")
+    [(field, message)] = problems(text)
+    assert field.startswith("load.profile.concurrency[1]")
+    assert "greater than 0" in message
+
+
+def test_unknown_adapter_kind_lists_known_kinds() -> None:
+    [(field, message)] = problems(MINIMAL.replace("kind: fastapi", "kind: fastapy"))
+    assert field.startswith("targets[0].adapter")
+    assert "'fastapi'" in message and "'inprocess'" in message
+
+
+def test_unknown_variant_and_missing_field() -> None:
+    text = MINIMAL.replace("variant: onnx", "variant: onnx-fp8").replace("name: t\n", "")
+    found = dict(problems(text))
+    assert any(k.startswith("targets[0].variant") for k in found)
+    assert found["name (line 1)"] == "Field required"
+
+
+def test_duplicate_target_names() -> None:
+    text = MINIMAL + "  - name: a\n    adapter: {kind: inprocess}\n    variant: eager\n"
+    [(field, message)] = problems(text)
+    assert "unique" in message and "a" in message
+
+
+def test_nested_batching_value_checked() -> None:
+    text = MINIMAL.replace("{kind: fastapi}", "{kind: fastapi, batching: {max_batch_size: 0}}")
+    [(field, _)] = problems(text)
+    assert field.startswith("targets[0].adapter.batching.max_batch_size")
+
+
+def test_yaml_syntax_error_and_missing_file(tmp_path: Path) -> None:
+    [(field, _)] = problems("name: [unclosed\n")
+    assert field == "(yaml)"
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_scenario(tmp_path / "nope.yaml")
+
+
+def test_target_selection() -> None:
+    s = parse_scenario(MINIMAL)
+    assert [t.name for t in target_by_name(s, ["a"])] == ["a"]
+    with pytest.raises(ConfigError, match="no such target"):
+        target_by_name(s, ["zzz"])
