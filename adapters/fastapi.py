@@ -11,7 +11,6 @@ Recipe
   behind a dynamic batcher (max batch size, max delay) for a fair fight with batching servers
 """
 
-
 import argparse
 import json
 import os
@@ -47,14 +46,24 @@ class FastapiAdapter(Adapter[FastapiConfig]):
     description = "FastAPI + uvicorn, plain JSON, optional dynamic batching"
     requires = ("fastapi", "uvicorn", "uvloop", "httptools")
 
-    def process_spec(self, variant: BuiltVariant, workdir: Path, host: str,
-                     ports: dict[str, int]) -> ProcessSpec:
+    def process_spec(
+        self, variant: BuiltVariant, workdir: Path, host: str, ports: dict[str, int]
+    ) -> ProcessSpec:
         env = {"SB_VARIANT_DIR": str(variant.path)}
         if self.config.batching:
             env["SB_MAX_BATCH"] = str(self.config.batching.max_batch_size)
             env["SB_MAX_DELAY_MS"] = str(self.config.batching.max_delay_ms)
-        argv = [sys.executable, "-m", "adapters.fastapi", "--host", host,
-                "--port", str(ports["http"]), "--workers", str(self.config.workers)]
+        argv = [
+            sys.executable,
+            "-m",
+            "adapters.fastapi",
+            "--host",
+            host,
+            "--port",
+            str(ports["http"]),
+            "--workers",
+            str(self.config.workers),
+        ]
         return ProcessSpec(argv=argv, env=env)
 
 
@@ -82,8 +91,9 @@ def create_app() -> Any:
         predict(np.zeros((1, *shape), np.float32))  # first call allocates; not on a request
         state.update(predict=predict, executor=executor)
         if max_batch > 0:
-            batcher = DynamicBatcher(predict, executor, max_batch,
-                                     float(os.environ.get("SB_MAX_DELAY_MS", "2")) / 1000)
+            batcher = DynamicBatcher(
+                predict, executor, max_batch, float(os.environ.get("SB_MAX_DELAY_MS", "2")) / 1000
+            )
             batcher.start()
             state["batcher"] = batcher
         yield
@@ -110,8 +120,12 @@ def create_app() -> Any:
             return JSONResponse({"error": f"bad request body: {exc}"}, status_code=400)
         if inputs.shape[1:] != shape:
             return JSONResponse(
-                {"error": f"expected instances of shape {list(shape)}, "
-                          f"got {list(inputs.shape[1:])}"}, status_code=422)
+                {
+                    "error": f"expected instances of shape {list(shape)}, "
+                    f"got {list(inputs.shape[1:])}"
+                },
+                status_code=422,
+            )
         if "batcher" in state:
             outputs = await state["batcher"].submit(inputs)
         else:
@@ -131,9 +145,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
-    uvicorn.run("adapters.fastapi:create_app", factory=True, host=args.host, port=args.port,
-                workers=args.workers, loop="uvloop", http="httptools", log_level="warning",
-                access_log=False)
+    uvicorn.run(
+        "adapters.fastapi:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+    )
 
 
 if __name__ == "__main__":

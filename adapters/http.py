@@ -34,13 +34,16 @@ class HttpAdapter(Adapter[HttpConfig]):
     variants = frozenset(VARIANT_NAMES)
     description = "an already-running HTTP endpoint (external launcher only)"
 
-    def process_spec(self, variant: BuiltVariant, workdir: Path, host: str,
-                     ports: dict[str, int]) -> ProcessSpec:
-        raise UnavailableError("adapter 'http' describes a server that is already running: "
-                               "use `launcher: {kind: external, url: ...}`")
+    def process_spec(
+        self, variant: BuiltVariant, workdir: Path, host: str, ports: dict[str, int]
+    ) -> ProcessSpec:
+        raise UnavailableError(
+            "adapter 'http' describes a server that is already running: "
+            "use `launcher: {kind: external, url: ...}`"
+        )
 
     def client(self, base_url: str) -> ProtocolClient:
-        return PROTOCOLS[self.config.protocol](base_url, self.config.path)  # type: ignore[call-arg]
+        return PROTOCOLS[self.config.protocol](base_url, self.config.path)
 
     def probe(self, base_url: str) -> bool:
         try:

@@ -35,17 +35,20 @@ class InprocessAdapter(Adapter[InprocessConfig]):
         super().__init__(config)
         self._predictors: dict[str, Any] = {}
 
-    def process_spec(self, variant: BuiltVariant, workdir: Path, host: str,
-                     ports: dict[str, int]) -> ProcessSpec | None:
+    def process_spec(
+        self, variant: BuiltVariant, workdir: Path, host: str, ports: dict[str, int]
+    ) -> ProcessSpec | None:
         return None
 
     def endpoint(self, server: Server, variant: BuiltVariant, instances: np.ndarray) -> Endpoint:
-        return InProcessEndpoint(str(variant.path), instances,
-                                 threads=int(server.info.get("threads", 1)))
+        return InProcessEndpoint(
+            str(variant.path), instances, threads=int(server.info.get("threads", 1))
+        )
 
     def infer(self, server: Server, variant: BuiltVariant, batch: np.ndarray) -> np.ndarray:
         key = str(variant.path)
         if key not in self._predictors:
-            self._predictors[key] = load_predictor(variant.path,
-                                                   threads=int(server.info.get("threads", 1)))
-        return self._predictors[key](batch)  # type: ignore[no-any-return]
+            self._predictors[key] = load_predictor(
+                variant.path, threads=int(server.info.get("threads", 1))
+            )
+        return self._predictors[key](batch)

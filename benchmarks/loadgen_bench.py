@@ -65,6 +65,7 @@ ADDED_P50_MAX_MS = 0.5
 ADDED_P99_MAX_MS = 1.5
 STALL_TOLERANCE = 0.10
 SERVER_BUSY_PCT = 90.0  # server CPU above this: the server, not the client, is the limit
+CLIENT_BUSY_PCT = 85.0  # client process CPU above this: the client is the limit
 
 DELAY_MS = 5.0
 LATENCY_RATE = 200.0
@@ -215,6 +216,19 @@ class Meter:
 def server_limited(fig: dict[str, Any]) -> bool:
     return bool(fig.get("server_cpu_pct", 0) >= SERVER_BUSY_PCT
                 or fig.get("server_core_busy_pct", 0) >= SERVER_BUSY_PCT)
+
+
+def limit_of(fig: dict[str, Any]) -> str:
+    """Which side held the figure: a client process near a full core, else a busy server
+    core (the server process, softirq or other load on it), else neither."""
+    if fig.get("client_cpu_pct", 0) >= CLIENT_BUSY_PCT:
+        return f"client ({fig['client_cpu_pct']:.0f}% of its core)"
+    if server_limited(fig):
+        return (f"server side (server process {fig['server_cpu_pct']:.0f}% CPU, core "
+                f"{SERVER_CPU} {fig['server_core_busy_pct']:.0f}% busy incl. softirq/other load)")
+    return (f"neither saturated (client {fig.get('client_cpu_pct', 0):.0f}%, server "
+            f"{fig.get('server_cpu_pct', 0):.0f}%, core {SERVER_CPU} "
+            f"{fig.get('server_core_busy_pct', 0):.0f}% busy)")
 
 
 def free_port() -> int:
@@ -392,20 +406,15 @@ def part_rate(lp: LoadProcess, workdir: Path, rates: list[float], dur: float,
                              and f["send_lag_p99_ms"] < SEND_LAG_P99_MAX_MS
                              and f["errors"] == 0)
             f["server_limited"] = server_limited(f)
+            f["limited_by"] = limit_of(f)
             steps.append(f)
     held = [s["rate"] for s in steps if s["held"]]
     best = max(held) if held else 0.0
     first_miss = next((s for s in steps if not s["held"] and s["rate"] > best), None)
     if first_miss is None:
-        limit = "none reached (ladder ended)"
-    elif first_miss["server_limited"]:
-        limit = (f"server side at {first_miss['rate']:g}/s (server process "
-                 f"{first_miss['server_cpu_pct']:.0f}% CPU, core {SERVER_CPU} "
-                 f"{first_miss['server_core_busy_pct']:.0f}% busy)")
+        limit = "no limit reached (the ladder ended)"
     else:
-        limit = (f"client at {first_miss['rate']:g}/s (load process "
-                 f"{first_miss['client_cpu_pct']:.0f}% CPU, core {CLIENT_CPU} "
-                 f"{first_miss['client_core_busy_pct']:.0f}% busy)")
+        limit = f"first miss at {first_miss['rate']:g}/s: {first_miss['limited_by']}"
     return {"steps": steps, "max_sustained_rps": best, "top_of_ladder": best == max(rates),
             "limited_by": limit}
 
@@ -521,8 +530,10 @@ def render(console: Console, r: dict[str, Any]) -> None:
     cpu, rate, lat, st = r["cpu"], r["rate"], r["latency"], r["stall"]
     tools = ("ours", "locust", "wrk")
 
+    load = r["meta"]["loadavg_start"]
     t = Table(title=f"Load generators side by side ({r['meta']['mode']} run; client CPU "
-                    f"{CLIENT_CPU}, server CPU {SERVER_CPU})", show_lines=False)
+                    f"{CLIENT_CPU}, server CPU {SERVER_CPU}; load average at start "
+                    f"{load[0]:.2f} on {r['meta']['cpus']} CPUs)", show_lines=False)
     t.add_column("figure")
     t.add_column("target")
     t.add_column("ours (engine)", justify="right")
@@ -580,10 +591,8 @@ def render(console: Console, r: dict[str, Any]) -> None:
         lt.add_column(col, justify="right" if col not in ("note",) else "left")
     for s in rate["steps"]:
         note = []
-        if s["server_limited"]:
-            note.append("server-limited")
-        if s["client_cpu_pct"] >= SERVER_BUSY_PCT or s["client_core_busy_pct"] >= 98:
-            note.append("client-limited")
+        if not s["held"] or s["server_limited"] or s["client_cpu_pct"] >= CLIENT_BUSY_PCT:
+            note.append(s["limited_by"])
         if s["errors"]:
             note.append(f"{s['errors']} errors")
         lt.add_row(f"{s['rate']:,.0f}/s", f"{s['achieved_rate_ratio']:.3f}",
@@ -611,14 +620,9 @@ def build_notes(r: dict[str, Any]) -> list[str]:
         res = r["cpu"].get(k, {})
         if "error" in res:
             notes.append(f"{k} (CPU test) failed: {res['error']}")
-        elif server_limited(res):
-            notes.append(f"closed loop, {k}: the server side was the limit (server process "
-                         f"{res['server_cpu_pct']:.0f}% CPU, core {SERVER_CPU} "
-                         f"{res['server_core_busy_pct']:.0f}% busy), so its req/s is a floor "
-                         "on what the client could do")
-        elif res.get("client_cpu_pct", 0) >= SERVER_BUSY_PCT:
-            notes.append(f"closed loop, {k}: the client was the limit "
-                         f"({res['client_cpu_pct']:.0f}% of its core)")
+        else:
+            res["limited_by"] = limit_of(res)
+            notes.append(f"closed loop req/s, {k}: limited by {res['limited_by']}")
     notes.append(f"open loop ladder limited by: {r['rate']['limited_by']}")
     notes.append("locust CPU: process_time over the measured window (after spawning and "
                  "warm-up), import and spawn-up excluded; wrk CPU: rusage of the whole process")

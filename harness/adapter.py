@@ -90,8 +90,9 @@ class Adapter(ABC, Generic[C]):
         """Write the files the server needs into `workdir` (default: none)."""
 
     @abstractmethod
-    def process_spec(self, variant: BuiltVariant, workdir: Path, host: str,
-                     ports: dict[str, int]) -> ProcessSpec | None:
+    def process_spec(
+        self, variant: BuiltVariant, workdir: Path, host: str, ports: dict[str, int]
+    ) -> ProcessSpec | None:
         """How to start the server locally; None when there is no server to start."""
 
     def base_url(self, host: str, ports: dict[str, int]) -> str:

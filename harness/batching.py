@@ -15,8 +15,13 @@ import numpy as np
 
 
 class DynamicBatcher:
-    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], executor: Executor,
-                 max_batch_size: int, max_delay_s: float) -> None:
+    def __init__(
+        self,
+        predict: Callable[[np.ndarray], np.ndarray],
+        executor: Executor,
+        max_batch_size: int,
+        max_delay_s: float,
+    ) -> None:
         self.predict = predict
         self.executor = executor
         self.max_batch_size = max_batch_size

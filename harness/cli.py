@@ -1,9 +1,9 @@
 """`servingbench`: the only module that parses argv or prints.
 
-    servingbench run SCENARIO [--targets a,b] [--out DIR] [--no-report]
-    servingbench report RUN_DIR [-o FILE]
-    servingbench validate SCENARIO...
-    servingbench list
+servingbench run SCENARIO [--targets a,b] [--out DIR] [--no-report]
+servingbench report RUN_DIR [-o FILE]
+servingbench validate SCENARIO...
+servingbench list
 """
 
 from __future__ import annotations
@@ -49,14 +49,18 @@ class RichObserver(Observer):
         self.progress.console.print(
             f"{target} | {plan.label} | {summary.throughput_rps:.1f} req/s | "
             f"p50 {summary.p50_ms:.2f} ms | p99 {summary.p99_ms:.2f} ms{errors}{flag}",
-            highlight=False, markup=True, soft_wrap=True)
+            highlight=False,
+            markup=True,
+            soft_wrap=True,
+        )
         self.progress.advance(self.task)
 
     def on_target_end(self, target: str, status: str, error: str | None) -> None:
         if status != "ok":
             first = (error or "").splitlines()[0] if error else status
-            self.progress.console.print(f"  [red]{target}: {status}: {first}[/]", highlight=False,
-                                        markup=True)
+            self.progress.console.print(
+                f"  [red]{target}: {status}: {first}[/]", highlight=False, markup=True
+            )
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -73,12 +77,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     targets = target_by_name(scenario, names)
     total = len(targets) * len(levels(scenario.load.profile)) * scenario.repeats
     signal.signal(signal.SIGTERM, _raise_interrupt)  # teardown runs on TERM as on Ctrl-C
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, transient=True) as progress:
-        outcome = run_scenario(scenario, scenario_file=str(args.scenario), out_root=args.out,
-                               target_names=names, observer=RichObserver(progress, total),
-                               command=sys.argv)
+        outcome = run_scenario(
+            scenario,
+            scenario_file=str(args.scenario),
+            out_root=args.out,
+            target_names=names,
+            observer=RichObserver(progress, total),
+            command=sys.argv,
+        )
     out.print(f"run folder: {outcome.run_dir}", highlight=False)
     if not args.no_report:
         from harness.report import render_report
@@ -157,8 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"error: {exc}", style="red", highlight=False, markup=False)
         return 1
     except KeyboardInterrupt:
-        console.print("interrupted: servers stopped; finished steps are in the run folder",
-                      style="yellow", highlight=False)
+        console.print(
+            "interrupted: servers stopped; finished steps are in the run folder",
+            style="yellow",
+            highlight=False,
+        )
         return 130
 
 

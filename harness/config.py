@@ -1,4 +1,4 @@
-"""Base class for every typed config at a boundary (scenario parts, adapter and launcher configs)."""
+"""Base class for every typed config at a boundary (scenario parts, adapters, launchers)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ class ServingBenchError(Exception):
 
 
 class ConfigError(ServingBenchError):
-    """A scenario (or other input file) is wrong. Names the file, the field and what was expected."""
+    """An input file is wrong. Names the file, the field and what was expected."""
 
     def __init__(self, source: str, problems: Sequence[tuple[str, str]]) -> None:
         self.source = source

@@ -28,22 +28,32 @@ class FidelityResult:
         return asdict(self)
 
 
-def check_fidelity(infer: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray,
-                   expected: np.ndarray, atol: float, rtol: float,
-                   min_agreement: float) -> FidelityResult:
+def check_fidelity(
+    infer: Callable[[np.ndarray], np.ndarray],
+    inputs: np.ndarray,
+    expected: np.ndarray,
+    atol: float,
+    rtol: float,
+    min_agreement: float,
+) -> FidelityResult:
     """Send each input on its own (as the load will) and compare with `expected`."""
-    got = []
+    got: list[np.ndarray] = []
     for x in inputs:
         try:
             out = np.asarray(infer(x[None]), np.float32)
         except ServingBenchError as exc:
-            return FidelityResult(False, len(got), float("nan"), float("nan"),
-                                  f"request {len(got)} failed: {exc}")
+            return FidelityResult(
+                False, len(got), float("nan"), float("nan"), f"request {len(got)} failed: {exc}"
+            )
         if out.shape != (1, *expected.shape[1:]):
             return FidelityResult(
-                False, len(got), float("nan"), float("nan"),
+                False,
+                len(got),
+                float("nan"),
+                float("nan"),
                 f"request {len(got)}: answer has shape {list(out.shape)}, expected "
-                f"{[1, *expected.shape[1:]]}")
+                f"{[1, *expected.shape[1:]]}",
+            )
         got.append(out[0])
     answers = np.stack(got)
     diff = np.abs(answers - expected)
@@ -52,8 +62,10 @@ def check_fidelity(infer: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray
     bad = int((diff > atol + rtol * np.abs(expected)).any(axis=1).sum())
     problems = []
     if bad:
-        problems.append(f"{bad}/{len(answers)} answers differ from the reference "
-                        f"(max abs diff {max_abs:.3g} > atol {atol:g})")
+        problems.append(
+            f"{bad}/{len(answers)} answers differ from the reference "
+            f"(max abs diff {max_abs:.3g} > atol {atol:g})"
+        )
     if agreement < min_agreement:
         problems.append(f"top-1 agreement {agreement:.1%} < required {min_agreement:.1%}")
     return FidelityResult(not problems, len(answers), max_abs, agreement, "; ".join(problems))

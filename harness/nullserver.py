@@ -68,13 +68,21 @@ class _Handler(asyncio.Protocol):
 
 
 def _response(status: str, body: bytes) -> bytes:
-    head = f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    head = (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
     return head.encode() + body
 
 
 class NullServer:
-    def __init__(self, delay_ms: float = 0.0, stall_every_s: float = 0.0, stall_s: float = 0.0,
-                 outputs: list[list[float]] | None = None) -> None:
+    def __init__(
+        self,
+        delay_ms: float = 0.0,
+        stall_every_s: float = 0.0,
+        stall_s: float = 0.0,
+        outputs: list[list[float]] | None = None,
+    ) -> None:
         self.delay_s = delay_ms / 1000
         self.stall_every_s = stall_every_s
         self.stall_s = stall_s
@@ -98,9 +106,14 @@ class NullServer:
 async def serve(host: str, port: int, server: NullServer) -> None:
     loop = asyncio.get_running_loop()
     srv = await loop.create_server(lambda: _Handler(server), host, port, backlog=4096)
-    stop = loop.create_future()
+    stop: asyncio.Future[None] = loop.create_future()
+
+    def request_stop() -> None:
+        if not stop.done():
+            stop.set_result(None)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(sig, request_stop)
     async with srv:
         await stop
 
@@ -122,8 +135,10 @@ def main(argv: list[str] | None = None) -> None:
         uvloop.install()
     except ImportError:
         pass
-    print(f"nullserver listening on {args.host}:{args.port} pid={os.getpid()} t0={server.t0!r}",
-          flush=True)
+    print(
+        f"nullserver listening on {args.host}:{args.port} pid={os.getpid()} t0={server.t0!r}",
+        flush=True,
+    )
     asyncio.run(serve(args.host, args.port, server))
 
 

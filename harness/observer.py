@@ -1,4 +1,4 @@
-"""Progress events. The engine never prints: the CLI subscribes a rich observer, tests a recorder."""
+"""Progress events. The engine never prints: the CLI subscribes rich, tests a recorder."""
 
 from __future__ import annotations
 

@@ -24,13 +24,20 @@ def levels(profile: Any) -> list[ClosedLevel | OpenLevel]:
     return list(profile.steps)
 
 
-def plan_for(level: ClosedLevel | OpenLevel, load: LoadSpec, seed: int,
-             duration_s: float | None = None, warmup_s: float | None = None) -> StepPlan:
+def plan_for(
+    level: ClosedLevel | OpenLevel,
+    load: LoadSpec,
+    seed: int,
+    duration_s: float | None = None,
+    warmup_s: float | None = None,
+) -> StepPlan:
     common: dict[str, Any] = {
         "duration_s": load.duration_s if duration_s is None else duration_s,
         "warmup_s": load.warmup_s if warmup_s is None else warmup_s,
-        "timeout_s": load.timeout_s, "max_connections": load.max_connections,
-        "max_requests": load.max_requests_per_step, "seed": seed,
+        "timeout_s": load.timeout_s,
+        "max_connections": load.max_connections,
+        "max_requests": load.max_requests_per_step,
+        "seed": seed,
     }
     if isinstance(level, ClosedLevel):
         return StepPlan(mode="closed", concurrency=level.concurrency, **common)
@@ -47,5 +54,6 @@ def warmup_plan(load: LoadSpec, seed: int) -> StepPlan | None:
     """A target's warm-up: its first level, run for `target_warmup_s`, never recorded."""
     if load.target_warmup_s <= 0:
         return None
-    return plan_for(levels(load.profile)[0], load, seed, duration_s=load.target_warmup_s,
-                    warmup_s=0.0)
+    return plan_for(
+        levels(load.profile)[0], load, seed, duration_s=load.target_warmup_s, warmup_s=0.0
+    )

@@ -14,8 +14,19 @@ from typing import Any
 import psutil
 
 PACKAGES = (
-    "servingbench", "numpy", "torch", "onnx", "onnxruntime", "scikit-learn", "fastapi",
-    "uvicorn", "uvloop", "httptools", "pydantic", "pandas", "pyarrow",
+    "servingbench",
+    "numpy",
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "scikit-learn",
+    "fastapi",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "pydantic",
+    "pandas",
+    "pyarrow",
 )
 
 
@@ -55,8 +66,9 @@ def git_info(repo: Path | None = None) -> dict[str, Any]:
     repo = repo or Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=repo, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
 
     try:
         return {"revision": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}

@@ -34,9 +34,8 @@ def _register(table: dict[str, Any], kind: str, obj: Any, origin: str) -> None:
 @cache
 def adapters() -> dict[str, type[Adapter[Any]]]:
     """Every known adapter class by kind."""
-    from harness.adapter import Adapter
-
     import adapters as adapters_pkg
+    from harness.adapter import Adapter
 
     table: dict[str, type[Adapter[Any]]] = {}
     for info in pkgutil.iter_modules(adapters_pkg.__path__):

@@ -29,13 +29,38 @@ import numpy as np
 from harness.load.records import ERROR_NAMES, StepRecords
 
 STEP_COLUMNS = [
-    "target", "adapter", "variant", "launcher", "profile", "level", "duration_s", "requests",
-    "errors", "throughput_rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms",
-    "client_cpu_pct", "achieved_rate_ratio",
+    "target",
+    "adapter",
+    "variant",
+    "launcher",
+    "profile",
+    "level",
+    "duration_s",
+    "requests",
+    "errors",
+    "throughput_rps",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "max_ms",
+    "mean_ms",
+    "client_cpu_pct",
+    "achieved_rate_ratio",
     # beyond the minimum: what a reader needs to trust or question a row
-    "step", "repeat", "label", "mode", "requested_rate", "concurrency", "error_rate",
-    "goodput_rps", "slo_ms", "send_lag_p99_ms", "loadgen_saturated", "loadgen_note",
-    "connections", "started_at",
+    "step",
+    "repeat",
+    "label",
+    "mode",
+    "requested_rate",
+    "concurrency",
+    "error_rate",
+    "goodput_rps",
+    "slo_ms",
+    "send_lag_p99_ms",
+    "loadgen_saturated",
+    "loadgen_note",
+    "connections",
+    "started_at",
 ]
 
 
@@ -112,11 +137,13 @@ class RunFolder:
         folder = self.path / "records" / target
         folder.mkdir(parents=True, exist_ok=True)
         cols = rec.to_columns()
-        table = pa.table({
-            **cols,
-            "in_window": rec.measured(),
-            "error_name": pa.array([ERROR_NAMES.get(int(e), str(e)) for e in rec.error]),
-        })
+        table = pa.table(
+            {
+                **cols,
+                "in_window": rec.measured(),
+                "error_name": pa.array([ERROR_NAMES.get(int(e), str(e)) for e in rec.error]),
+            }
+        )
         path = folder / f"{step:03d}-r{repeat}.parquet"
         tmp = path.with_suffix(".tmp")
         pq.write_table(table, tmp, compression="zstd")

@@ -14,13 +14,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from harness import registry
 from harness.adapter import Adapter, Server
 from harness.errors import ServingBenchError, UnavailableError
 from harness.fidelity import check_fidelity
-from harness.launchers.base import Launcher, LaunchRequest
+from harness.launchers.base import LaunchRequest
 from harness.load.engine import StepPlan
 from harness.load.worker import LoadProcess
 from harness.models import ModelBundle, build_model
@@ -41,18 +39,33 @@ class RunOutcome:
     failures: list[str] = field(default_factory=list)
 
 
-def run_scenario(scenario: Scenario, *, scenario_file: str = "", out_root: Path = Path("results"),
-                 target_names: list[str] | None = None, observer: Observer | None = None,
-                 command: list[str] | None = None) -> RunOutcome:
+def run_scenario(
+    scenario: Scenario,
+    *,
+    scenario_file: str = "",
+    out_root: Path = Path("results"),
+    target_names: list[str] | None = None,
+    observer: Observer | None = None,
+    command: list[str] | None = None,
+) -> RunOutcome:
     targets = target_by_name(scenario, target_names or [])
     folder = RunFolder.create(out_root, new_run_id(scenario.name))
     run = _Run(scenario, folder, observer or Observer())
-    folder.write("run.json", {
-        "run_id": folder.path.name, "scenario_name": scenario.name,
-        "scenario_file": scenario_file, "scenario": scenario.model_dump(mode="json"),
-        "command": command or [], "started_at": _now(), "finished_at": None,
-        "status": "running", "failures": [], "provenance": collect(scenario.seed),
-    })
+    folder.write(
+        "run.json",
+        {
+            "run_id": folder.path.name,
+            "scenario_name": scenario.name,
+            "scenario_file": scenario_file,
+            "scenario": scenario.model_dump(mode="json"),
+            "command": command or [],
+            "started_at": _now(),
+            "finished_at": None,
+            "status": "running",
+            "failures": [],
+            "provenance": collect(scenario.seed),
+        },
+    )
     status = "failed"
     try:
         run.prepare([t.variant for t in targets])
@@ -93,47 +106,85 @@ class _Run:
     def prepare(self, variant_names: list[str]) -> None:
         self.observer.on_phase(f"building model {self.scenario.model.name}")  # type: ignore[attr-defined]
         self.bundle = build_model(self.scenario.model)  # type: ignore[attr-defined]
-        self.folder.write("model.json", {**self.bundle.meta, "name": self.bundle.name,
-                                         "key": self.bundle.key, "path": str(self.bundle.path)})
+        self.folder.write(
+            "model.json",
+            {
+                **self.bundle.meta,
+                "name": self.bundle.name,
+                "key": self.bundle.key,
+                "path": str(self.bundle.path),
+            },
+        )
         for name in dict.fromkeys(variant_names):
             self.observer.on_phase(f"building variant {name}")
             try:
                 self.variants[name] = build_variant(name, self.bundle, self.scenario.variants)
             except Exception as exc:  # a broken build fails its targets, not the run
                 self.variant_errors[name] = f"{type(exc).__name__}: {exc}"
-        self.folder.write("variants.json", [v.to_dict() for v in self.variants.values()] + [
-            {"name": n, "status": "failed", "validation": {"status": "failed", "reason": e}}
-            for n, e in self.variant_errors.items()])
+        self.folder.write(
+            "variants.json",
+            [v.to_dict() for v in self.variants.values()]
+            + [
+                {"name": n, "status": "failed", "validation": {"status": "failed", "reason": e}}
+                for n, e in self.variant_errors.items()
+            ],
+        )
 
-    def run_target(self, target: Any, load: LoadProcess, repeat: int, index: int,
-                   total: int) -> None:
+    def run_target(
+        self, target: Any, load: LoadProcess, repeat: int, index: int, total: int
+    ) -> None:
         name = target.name
         adapter = registry.adapters()[target.adapter.kind](target.adapter)
         launcher = registry.launchers()[target.launcher.kind](target.launcher)
         self.observer.on_target_start(name, index, total)
-        self.folder.update_target(name, {
-            "adapter": adapter.kind, "variant": target.variant, "launcher": launcher.kind,
-            "settings": adapter.settings(), "status": "running", "error": None,
-            "startup_s": None, "fidelity": None, "log": f"logs/{name}.log", "repeat": repeat,
-        })
+        self.folder.update_target(
+            name,
+            {
+                "adapter": adapter.kind,
+                "variant": target.variant,
+                "launcher": launcher.kind,
+                "settings": adapter.settings(),
+                "status": "running",
+                "error": None,
+                "startup_s": None,
+                "fidelity": None,
+                "log": f"logs/{name}.log",
+                "repeat": repeat,
+            },
+        )
         server: Server | None = None
         try:
             variant = self._usable_variant(adapter, target.variant)
-            server = launcher.start(LaunchRequest(
-                target=name, adapter=adapter, variant=variant,
-                workdir=self.folder.path / "work" / name, log_path=self.folder.log_path(name),
-                server_cpus=self.scenario.resources.server_cpus, threads=self.threads,
-                startup_timeout_s=target.startup_timeout_s))
-            self.folder.update_target(name, {"startup_s": server.startup_s, "pid": server.pid,
-                                             "ports": server.ports, "url": server.base_url})
+            server = launcher.start(
+                LaunchRequest(
+                    target=name,
+                    adapter=adapter,
+                    variant=variant,
+                    workdir=self.folder.path / "work" / name,
+                    log_path=self.folder.log_path(name),
+                    server_cpus=self.scenario.resources.server_cpus,
+                    threads=self.threads,
+                    startup_timeout_s=target.startup_timeout_s,
+                )
+            )
+            self.folder.update_target(
+                name,
+                {
+                    "startup_s": server.startup_s,
+                    "pid": server.pid,
+                    "ports": server.ports,
+                    "url": server.base_url,
+                },
+            )
             self._check_fidelity(name, adapter, server, variant)
             self._load_steps(target, adapter, server, variant, load, repeat)
             self._finish_target(name, "ok", None)
         except ServingBenchError as exc:
             self._finish_target(name, "failed", str(exc))
         except Exception as exc:  # an adapter bug: keep going with the others, loudly
-            self._finish_target(name, "failed", f"{type(exc).__name__}: {exc}\n"
-                                                f"{traceback.format_exc(limit=5)}")
+            self._finish_target(
+                name, "failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
+            )
         finally:
             if server is not None:
                 launcher.stop(server)
@@ -147,35 +198,53 @@ class _Run:
     def _usable_variant(self, adapter: Adapter[Any], name: str) -> BuiltVariant:
         available = adapter.availability()
         if not available.available:
-            raise UnavailableError(f"adapter {adapter.kind} is not available here: "
-                                   f"{available.reason}")
+            raise UnavailableError(
+                f"adapter {adapter.kind} is not available here: {available.reason}"
+            )
         if not adapter.supports(name):
-            raise UnavailableError(f"adapter {adapter.kind} does not serve variant {name} "
-                                   f"(it serves: {', '.join(sorted(adapter.variants))})")
+            raise UnavailableError(
+                f"adapter {adapter.kind} does not serve variant {name} "
+                f"(it serves: {', '.join(sorted(adapter.variants))})"
+            )
         if name in self.variant_errors:
-            raise ServingBenchError(f"variant {name} could not be built: "
-                                    f"{self.variant_errors[name]}")
+            raise ServingBenchError(
+                f"variant {name} could not be built: {self.variant_errors[name]}"
+            )
         variant = self.variants[name]
         if not variant.ok:
-            raise ServingBenchError(f"variant {name} failed validation: "
-                                    f"{variant.validation.reason}")
+            raise ServingBenchError(
+                f"variant {name} failed validation: {variant.validation.reason}"
+            )
         return variant
 
-    def _check_fidelity(self, name: str, adapter: Adapter[Any], server: Server,
-                        variant: BuiltVariant) -> None:
+    def _check_fidelity(
+        self, name: str, adapter: Adapter[Any], server: Server, variant: BuiltVariant
+    ) -> None:
         assert self.bundle is not None
         spec = self.scenario.fidelity
         count = min(spec.samples, len(self.bundle.x_test))
         result = check_fidelity(
-            lambda batch: adapter.infer(server, variant, batch), self.bundle.x_test[:count],
-            variant.outputs_test()[:count], spec.atol, spec.rtol, spec.min_agreement)
+            lambda batch: adapter.infer(server, variant, batch),
+            self.bundle.x_test[:count],
+            variant.outputs_test()[:count],
+            spec.atol,
+            spec.rtol,
+            spec.min_agreement,
+        )
         self.folder.update_target(name, {"fidelity": result.to_dict()})
         if not result.passed:
             self.failures.append(f"{name}: fidelity check failed: {result.message}")
             self.observer.on_phase(f"{name}: FIDELITY FAILED: {result.message}")
 
-    def _load_steps(self, target: Any, adapter: Adapter[Any], server: Server,
-                    variant: BuiltVariant, load: LoadProcess, repeat: int) -> None:
+    def _load_steps(
+        self,
+        target: Any,
+        adapter: Adapter[Any],
+        server: Server,
+        variant: BuiltVariant,
+        load: LoadProcess,
+        repeat: int,
+    ) -> None:
         assert self.bundle is not None
         count = min(self.scenario.dataset.samples, len(self.bundle.x_test))
         endpoint = adapter.endpoint(server, variant, self.bundle.x_test[:count])
@@ -196,22 +265,40 @@ class _Run:
             summary = self._one_step(target, endpoint, plan, load, step, repeat, in_process)
             step += 1
 
-    def _one_step(self, target: Any, endpoint: Any, plan: StepPlan, load: LoadProcess,
-                  step: int, repeat: int, in_process: bool) -> StepSummary:
+    def _one_step(
+        self,
+        target: Any,
+        endpoint: Any,
+        plan: StepPlan,
+        load: LoadProcess,
+        step: int,
+        repeat: int,
+        in_process: bool,
+    ) -> StepSummary:
         self.observer.on_step_start(target.name, plan)
         started = _now()
         records = load.run(endpoint, plan)
         summary = summarize(records, self.scenario.slo.latency_ms, in_process=in_process)
         self.folder.write_records(target.name, step, repeat, records)
-        self.folder.append_step({
-            **summary.to_dict(), "target": target.name, "adapter": target.adapter.kind,
-            "variant": target.variant, "launcher": target.launcher.kind,
-            "profile": self.scenario.load.profile.kind, "level": plan.level, "step": step,
-            "repeat": repeat, "label": plan.label, "mode": plan.mode,
-            "requested_rate": plan.rate if plan.mode == "open" else None,
-            "concurrency": plan.concurrency if plan.mode == "closed" else None,
-            "slo_ms": self.scenario.slo.latency_ms, "connections": records.connections,
-            "started_at": started,
-        })
+        self.folder.append_step(
+            {
+                **summary.to_dict(),
+                "target": target.name,
+                "adapter": target.adapter.kind,
+                "variant": target.variant,
+                "launcher": target.launcher.kind,
+                "profile": self.scenario.load.profile.kind,
+                "level": plan.level,
+                "step": step,
+                "repeat": repeat,
+                "label": plan.label,
+                "mode": plan.mode,
+                "requested_rate": plan.rate if plan.mode == "open" else None,
+                "concurrency": plan.concurrency if plan.mode == "closed" else None,
+                "slo_ms": self.scenario.slo.latency_ms,
+                "connections": records.connections,
+                "started_at": started,
+            }
+        )
         self.observer.on_step_end(target.name, plan, summary)
         return summary

@@ -28,7 +28,7 @@ def thread_count() -> int:
 
 
 def read_variant(variant_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(variant_dir) / "variant.json").read_text())  # type: ignore[no-any-return]
+    return json.loads((Path(variant_dir) / "variant.json").read_text())
 
 
 def load_predictor(variant_dir: str | Path, threads: int | None = None) -> Predictor:
@@ -55,7 +55,7 @@ def _onnx_predictor(path: Path, threads: int) -> Predictor:
     input_name = session.get_inputs()[0].name
 
     def predict(batch: np.ndarray) -> np.ndarray:
-        return session.run(None, {input_name: np.ascontiguousarray(batch, np.float32)})[0]  # type: ignore[no-any-return]
+        return session.run(None, {input_name: np.ascontiguousarray(batch, np.float32)})[0]
 
     return predict
 
@@ -77,6 +77,6 @@ def _torch_predictor(fmt: str, path: Path, info: dict[str, Any], threads: int) -
     def predict(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             out = module(torch.from_numpy(np.ascontiguousarray(batch, np.float32)))
-        return out.numpy()  # type: ignore[no-any-return]
+        return out.numpy()
 
     return predict

@@ -49,7 +49,9 @@ class VariantsSpec(StrictModel):
 
 class FidelitySpec(StrictModel):
     samples: PositiveInt = Field(64, description="test inputs sent before the load")
-    atol: PositiveFloat = Field(1e-3, description="max abs diff allowed vs the variant's own output")
+    atol: PositiveFloat = Field(
+        1e-3, description="max abs diff allowed vs the variant's own output"
+    )
     rtol: NonNegativeFloat = 1e-3
     min_agreement: float = Field(1.0, ge=0, le=1, description="top-1 agreement required")
 
@@ -159,15 +161,15 @@ def scenario_model() -> type[ScenarioBase]:
         __base__=StrictModel,
         name=(str, Field(pattern=NAME_PATTERN)),
         adapter=(_union(adapter_cfgs, "kind"), ...),
-        variant=(Literal[tuple(VARIANT_NAMES)], ...),
+        variant=(Literal[VARIANT_NAMES], ...),  # type: ignore[arg-type]
         launcher=(_union(launcher_cfgs, "kind"), process_default),
         startup_timeout_s=(PositiveFloat, 120.0),
     )
-    return create_model(  # type: ignore[no-any-return]
+    return create_model(
         "Scenario",
         __base__=ScenarioBase,
         model=(_union(model_cfgs, "name"), ...),
-        targets=(list[target], Field(min_length=1)),  # type: ignore[valid-type]
+        targets=(list[target], Field(min_length=1)),
     )
 
 
@@ -200,29 +202,39 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
 
 
 def _describe(err: Any, data: Any, node: Any) -> tuple[str, str]:
-    """Turn one pydantic error into ('targets[1].adapter.batching.max_batch_size (line 12)', msg)."""
+    """One pydantic error as ('targets[1].adapter.batching.max_batch_size (line 12)', msg)."""
     parts: list[str | int] = []
     current: Any = data
     for key in err["loc"]:
         # pydantic puts the union tag into the location (…adapter.fastapi.batching): drop it.
-        if isinstance(current, dict) and isinstance(key, str) and key not in current:
-            if key in (current.get("kind"), current.get("mode"), current.get("name")):
-                continue
+        if isinstance(current, dict) and key not in current and key in _tags(current):
+            continue
         parts.append(key)
-        current = current.get(key) if isinstance(current, dict) else (
-            current[key] if isinstance(current, list) and isinstance(key, int)
-            and key < len(current) else None
+        current = (
+            current.get(key)
+            if isinstance(current, dict)
+            else (
+                current[key]
+                if isinstance(current, list) and isinstance(key, int) and key < len(current)
+                else None
+            )
         )
     field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
     line = _line_of(node, parts)
     message = err["msg"]
     if err["type"] == "extra_forbidden":
         message = "unknown key (not a field here; check the spelling)"
-    elif "input" in err and err["type"] not in ("missing",) and not isinstance(
-        err["input"], dict | list
+    elif (
+        "input" in err
+        and err["type"] not in ("missing",)
+        and not isinstance(err["input"], dict | list)
     ):
         message += f" (got {err['input']!r})"
     return (f"{field or '(top level)'}{f' (line {line})' if line else ''}", message)
+
+
+def _tags(mapping: dict[str, Any]) -> tuple[Any, ...]:
+    return (mapping.get("kind"), mapping.get("mode"), mapping.get("name"))
 
 
 def _line_of(node: Any, parts: list[str | int]) -> int | None:
@@ -248,7 +260,8 @@ def target_by_name(scenario: Scenario, names: list[str]) -> list[Any]:
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ConfigError(
-            "--targets", [(n, f"no such target; known: {', '.join(sorted(known))}") for n in unknown]
+            "--targets",
+            [(n, f"no such target; known: {', '.join(sorted(known))}") for n in unknown],
         )
     return [t for t in targets if not names or t.name in names]
 

@@ -58,8 +58,9 @@ def achieved_rate_ratio(intended_ns: np.ndarray, sent_ns: np.ndarray) -> float:
     return intended_span / sent_span if sent_span > 0 else math.nan
 
 
-def summarize(rec: StepRecords, slo_ms: float | None = None,
-              in_process: bool = False) -> StepSummary:
+def summarize(
+    rec: StepRecords, slo_ms: float | None = None, in_process: bool = False
+) -> StepSummary:
     mask = rec.measured()
     duration_s = (rec.window_ns - rec.warmup_ns) / 1e9
     ok = mask & (rec.error == 0)
@@ -68,8 +69,11 @@ def summarize(rec: StepRecords, slo_ms: float | None = None,
     errors = int((mask & (rec.error != 0)).sum())
     lag_ms = rec.send_lag_ns[mask] / 1e6
     cpu_frac = rec.client_cpu_s / rec.client_wall_s if rec.client_wall_s > 0 else math.nan
-    ratio = (achieved_rate_ratio(rec.intended_ns[mask], rec.sent_ns[mask])
-             if rec.requested_rate else math.nan)
+    ratio = (
+        achieved_rate_ratio(rec.intended_ns[mask], rec.sent_ns[mask])
+        if rec.requested_rate
+        else math.nan
+    )
     lag_p99 = percentile(lag_ms, 99)
     # The floor runs the model inside the load process: its CPU and lateness are the
     # model's own queueing, not a load-generator limit.

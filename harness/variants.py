@@ -52,7 +52,7 @@ class BuiltVariant:
 
     def outputs_test(self) -> np.ndarray:
         """This variant's own outputs on the test split (what a server must reproduce)."""
-        return np.load(self.path / "outputs_test.npy")  # type: ignore[no-any-return]
+        return np.load(self.path / "outputs_test.npy")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -90,9 +90,16 @@ def _export_onnx(bundle: Any, out: Path, spec: Any, name: str = "model.onnx") ->
     example = torch.from_numpy(bundle.x_test[:4])
     batch = torch.export.Dim("batch", min=1, max=4096)
     torch.onnx.export(
-        bundle.module, (example,), str(out / name), input_names=["input"],
-        output_names=["output"], dynamic_shapes=({0: batch},), external_data=False,
-        dynamo=True, opset_version=18, verbose=False,
+        bundle.module,
+        (example,),
+        str(out / name),
+        input_names=["input"],
+        output_names=["output"],
+        dynamic_shapes=({0: batch},),
+        external_data=False,
+        dynamo=True,
+        opset_version=18,
+        verbose=False,
     )
 
 
@@ -129,9 +136,13 @@ def _export_onnx_int8(bundle: Any, out: Path, spec: Any) -> None:
     _export_onnx(bundle, out, spec, name="fp32.onnx")
     with _in_tempdir():
         quantize_static(
-            str(out / "fp32.onnx"), str(out / "model.int8.onnx"), Reader(),
-            quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8, per_channel=True,
+            str(out / "fp32.onnx"),
+            str(out / "model.int8.onnx"),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
         )
     (out / "fp32.onnx").unlink()
 
@@ -149,10 +160,16 @@ def calibration_inputs(bundle: Any, spec: Any) -> np.ndarray:
 RECIPES: dict[str, _Recipe] = {
     "eager": _Recipe("fp32", "model.pt", "eager", _export_eager),
     "torchscript": _Recipe("fp32", "model.torchscript.pt", "torchscript", _export_torchscript),
-    "onnx": _Recipe("fp32", "model.onnx", "onnx", _export_onnx,
-                    ("torch", "onnx", "onnxscript", "onnxruntime")),
-    "onnx-int8": _Recipe("int8", "model.int8.onnx", "onnx", _export_onnx_int8,
-                         ("torch", "onnx", "onnxscript", "onnxruntime")),
+    "onnx": _Recipe(
+        "fp32", "model.onnx", "onnx", _export_onnx, ("torch", "onnx", "onnxscript", "onnxruntime")
+    ),
+    "onnx-int8": _Recipe(
+        "int8",
+        "model.int8.onnx",
+        "onnx",
+        _export_onnx_int8,
+        ("torch", "onnx", "onnxscript", "onnxruntime"),
+    ),
 }
 assert tuple(RECIPES) == VARIANT_NAMES
 
@@ -185,9 +202,14 @@ def build_variant(name: str, bundle: Any, spec: Any) -> BuiltVariant:
     def build(out: Path) -> None:
         recipe.build(bundle, out, spec)
         info = {
-            "variant": name, "format": recipe.fmt, "precision": recipe.precision,
-            "artifact": recipe.artifact, "model": bundle.name, "model_key": bundle.key,
-            "model_config": bundle.meta["config"], "input_shape": list(bundle.input_shape),
+            "variant": name,
+            "format": recipe.fmt,
+            "precision": recipe.precision,
+            "artifact": recipe.artifact,
+            "model": bundle.name,
+            "model_key": bundle.key,
+            "model_config": bundle.meta["config"],
+            "input_shape": list(bundle.input_shape),
             "versions": _versions(),
         }
         (out / "variant.json").write_text(json.dumps(info, indent=2))
@@ -198,8 +220,12 @@ def build_variant(name: str, bundle: Any, spec: Any) -> BuiltVariant:
     outputs = np.load(path / "outputs_test.npy")
     validation = validate(outputs, bundle, recipe.precision, spec.accuracy_tolerance)
     return BuiltVariant(
-        name=name, path=path, precision=recipe.precision, artifact=recipe.artifact,
-        sha256=file_sha256(path / recipe.artifact), validation=validation,
+        name=name,
+        path=path,
+        precision=recipe.precision,
+        artifact=recipe.artifact,
+        sha256=file_sha256(path / recipe.artifact),
+        validation=validation,
     )
 
 
@@ -215,7 +241,8 @@ def validate(outputs: np.ndarray, bundle: Any, precision: str, tolerance_pts: fl
     accuracy = float((outputs.argmax(1) == bundle.y_test).mean())
     reference_accuracy = float((ref.argmax(1) == bundle.y_test).mean())
     result = Validation(
-        accuracy=accuracy, reference_accuracy=reference_accuracy,
+        accuracy=accuracy,
+        reference_accuracy=reference_accuracy,
         max_abs_diff=float(np.abs(outputs - ref).max()),
         agreement=float((outputs.argmax(1) == ref.argmax(1)).mean()),
     )

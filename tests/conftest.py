@@ -34,7 +34,7 @@ def build_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def bundle(build_cache: Path):  # noqa: ANN201
+def bundle(build_cache: Path):
     from harness.models import build_model
     from harness.models.digits_cnn import DigitsCnnConfig
 
@@ -52,11 +52,15 @@ def wait_http(url: str, timeout_s: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def running(argv: list[str], health_url: str, cpus: list[int] | None = None,
-            ) -> Iterator[subprocess.Popen[bytes]]:
+def running(
+    argv: list[str],
+    health_url: str,
+    cpus: list[int] | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
     """Start a server in its own session, wait for health, always kill its group."""
-    proc = subprocess.Popen(argv, cwd=REPO, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        argv, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         if cpus:
             os.sched_setaffinity(proc.pid, cpus)
@@ -111,8 +115,11 @@ def servingbench_processes() -> list[psutil.Process]:
         if proc.pid == os.getpid():
             continue
         try:
-            if proc.environ().get("SERVINGBENCH_TEST_SESSION") == SESSION_TAG and (
-                    proc.status() != psutil.STATUS_ZOMBIE) and not _helper(proc):
+            if (
+                proc.environ().get("SERVINGBENCH_TEST_SESSION") == SESSION_TAG
+                and (proc.status() != psutil.STATUS_ZOMBIE)
+                and not _helper(proc)
+            ):
                 found.append(proc)
         except psutil.Error:
             continue

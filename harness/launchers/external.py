@@ -30,11 +30,13 @@ class ExternalLauncher(Launcher):
         request.log_path.write_text(f"external endpoint {base_url}: not started by servingbench\n")
         while not request.adapter.probe(base_url):
             if time.monotonic() > deadline:
-                raise LaunchError(f"{request.target}: {base_url} not ready after "
-                                  f"{request.startup_timeout_s:g} s")
+                raise LaunchError(
+                    f"{request.target}: {base_url} not ready after {request.startup_timeout_s:g} s"
+                )
             time.sleep(0.2)
-        return Server(base_url=base_url, startup_s=time.perf_counter() - started,
-                      info={"external": True})
+        return Server(
+            base_url=base_url, startup_s=time.perf_counter() - started, info={"external": True}
+        )
 
     def stop(self, server: Server) -> None:
         """Not ours to stop."""

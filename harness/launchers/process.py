@@ -69,12 +69,22 @@ class ProcessLauncher(Launcher):
         started = time.perf_counter()
         with open(request.log_path, "ab") as log:
             proc = subprocess.Popen(
-                spec.argv, cwd=spec.cwd or os.getcwd(), env=env, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                spec.argv,
+                cwd=spec.cwd or os.getcwd(),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         _live[proc.pid] = proc
-        server = Server(base_url=adapter.base_url(LOOPBACK, ports), ports=ports, pid=proc.pid,
-                        log_path=request.log_path, info={"threads": request.threads})
+        server = Server(
+            base_url=adapter.base_url(LOOPBACK, ports),
+            ports=ports,
+            pid=proc.pid,
+            log_path=request.log_path,
+            info={"threads": request.threads},
+        )
         try:
             if request.server_cpus:
                 os.sched_setaffinity(proc.pid, request.server_cpus)
@@ -85,8 +95,9 @@ class ProcessLauncher(Launcher):
         server.startup_s = time.perf_counter() - started
         return server
 
-    def _wait_ready(self, proc: subprocess.Popen[bytes], server: Server,
-                    request: LaunchRequest) -> None:
+    def _wait_ready(
+        self, proc: subprocess.Popen[bytes], server: Server, request: LaunchRequest
+    ) -> None:
         assert server.base_url is not None
         deadline = time.monotonic() + request.startup_timeout_s
         pause = 0.05
@@ -95,13 +106,17 @@ class ProcessLauncher(Launcher):
             if code is not None:
                 raise LaunchError(
                     f"{request.target}: server exited with code {code} before becoming ready "
-                    f"(log: {request.log_path})", tail(request.log_path))
+                    f"(log: {request.log_path})",
+                    tail(request.log_path),
+                )
             if request.adapter.probe(server.base_url):
                 return
             if time.monotonic() > deadline:
                 raise LaunchError(
                     f"{request.target}: not ready after {request.startup_timeout_s:g} s "
-                    f"(log: {request.log_path})", tail(request.log_path))
+                    f"(log: {request.log_path})",
+                    tail(request.log_path),
+                )
             time.sleep(pause)
             pause = min(pause * 1.5, 0.5)
 
@@ -131,10 +146,8 @@ def _terminate(proc: subprocess.Popen[bytes], grace_s: float) -> None:
     family = _descendants(proc.pid)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGTERM)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        pass
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     for child in family:  # a descendant that started its own session escaped the group

@@ -62,7 +62,8 @@ def arrival_offsets_ns(plan: StepPlan) -> np.ndarray:
     expected = int(total_s * plan.rate)
     if expected > plan.max_requests:
         raise ValueError(
-            f"{plan.label}: {expected} requests exceed max_requests_per_step={plan.max_requests}")
+            f"{plan.label}: {expected} requests exceed max_requests_per_step={plan.max_requests}"
+        )
     if plan.arrival == "constant":
         offsets = np.arange(expected, dtype=np.float64) / plan.rate
     else:
@@ -95,8 +96,14 @@ def _make_transport(endpoint: Endpoint, plan: StepPlan, on_done: Any) -> Any:
     if isinstance(endpoint, HttpEndpoint):
         from harness.load.http import HttpPool
 
-        return HttpPool(endpoint.host, endpoint.port, list(endpoint.requests), on_done,
-                        max_connections=plan.max_connections, keep_bodies=plan.keep_bodies)
+        return HttpPool(
+            endpoint.host,
+            endpoint.port,
+            list(endpoint.requests),
+            on_done,
+            max_connections=plan.max_connections,
+            keep_bodies=plan.keep_bodies,
+        )
     if isinstance(endpoint, InProcessEndpoint):
         from harness.load.inprocess import InProcessTransport
         from harness.runtime import load_predictor
@@ -179,8 +186,9 @@ async def run_step(endpoint: Endpoint, plan: StepPlan) -> StepRecords:
         connections=connections,
         connection_cap_hit=cap_hit,
         error_samples=errors,
-        extra={"bodies": transport.bodies} if plan.keep_bodies and hasattr(
-            transport, "bodies") else {},
+        extra={"bodies": transport.bodies}
+        if plan.keep_bodies and hasattr(transport, "bodies")
+        else {},
         t0_ns=t0,
     )
 

@@ -32,13 +32,22 @@ from harness.load.records import (
 DoneCallback = Callable[[int, int, int, int, int, int], None]
 
 
-def build_request(host: str, port: int, method: str, path: str, body: bytes,
-                  content_type: str = "application/json",
-                  headers: dict[str, str] | None = None) -> bytes:
+def build_request(
+    host: str,
+    port: int,
+    method: str,
+    path: str,
+    body: bytes,
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
+) -> bytes:
     """One complete HTTP/1.1 request as bytes, built once before the load starts."""
     lines = [
-        f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Type: {content_type}",
-        f"Content-Length: {len(body)}", "Connection: keep-alive",
+        f"{method} {path} HTTP/1.1",
+        f"Host: {host}:{port}",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {len(body)}",
+        "Connection: keep-alive",
     ]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
@@ -86,8 +95,15 @@ class _Conn(asyncio.Protocol):
 class HttpPool:
     """Connections to one server. `submit` sends now on an idle connection or queues."""
 
-    def __init__(self, host: str, port: int, requests: list[bytes], on_done: DoneCallback,
-                 max_connections: int = 2048, keep_bodies: bool = False) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        requests: list[bytes],
+        on_done: DoneCallback,
+        max_connections: int = 2048,
+        keep_bodies: bool = False,
+    ) -> None:
         self.host, self.port = host, port
         self.requests = requests
         self.on_done = on_done
@@ -110,8 +126,7 @@ class HttpPool:
     async def _connect(self) -> None:
         self.opening += 1
         try:
-            _, conn = await self._loop.create_connection(
-                lambda: _Conn(self), self.host, self.port)
+            _, conn = await self._loop.create_connection(lambda: _Conn(self), self.host, self.port)
         except OSError as exc:
             self.opening -= 1
             self._note(f"connect to {self.host}:{self.port} failed: {exc}")
@@ -161,8 +176,9 @@ class HttpPool:
             self._release(conn)
         else:
             self._drop(conn)
-        self.on_done(intended, sent, end, status, ERR_NONE if status < 400 else ERR_HTTP_STATUS,
-                     index)
+        self.on_done(
+            intended, sent, end, status, ERR_NONE if status < 400 else ERR_HTTP_STATUS, index
+        )
 
     def _drop(self, conn: _Conn) -> None:
         if conn.transport is not None:

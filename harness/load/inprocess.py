@@ -43,8 +43,9 @@ class InProcessTransport:
             code = ERR_INFERENCE
             if len(self.errors) < 20:
                 self.errors.append(f"{type(exc).__name__}: {exc}")
-        self.on_done(intended_ns, sent, perf_counter_ns(), 200 if code == ERR_NONE else 500,
-                     code, index)
+        self.on_done(
+            intended_ns, sent, perf_counter_ns(), 200 if code == ERR_NONE else 500, code, index
+        )
 
     def expire(self, timeout_ns: int) -> None:
         """Synchronous calls cannot be outstanding."""

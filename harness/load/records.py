@@ -64,6 +64,9 @@ class StepRecords:
 
     def to_columns(self) -> dict[str, np.ndarray]:
         return {
-            "intended_ns": self.intended_ns, "sent_ns": self.sent_ns, "end_ns": self.end_ns,
-            "status": self.status, "error": self.error,
+            "intended_ns": self.intended_ns,
+            "sent_ns": self.sent_ns,
+            "end_ns": self.end_ns,
+            "status": self.status,
+            "error": self.error,
         }

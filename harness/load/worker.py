@@ -7,6 +7,7 @@ harness process only sends a step plan and receives the raw records back.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing as mp
 import os
@@ -25,8 +26,9 @@ class LoadProcess:
     def __init__(self, cpus: list[int] | None = None) -> None:
         ctx = mp.get_context("spawn")  # never fork a process that may hold torch threads
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_main, args=(child, cpus), daemon=True,
-                                 name="servingbench-load")
+        self._proc = ctx.Process(
+            target=_main, args=(child, cpus), daemon=True, name="servingbench-load"
+        )
         self._proc.start()
         child.close()
 
@@ -35,18 +37,17 @@ class LoadProcess:
         while not self._conn.poll(0.25):
             if not self._proc.is_alive():
                 raise ServingBenchError(
-                    f"the load process died (exit code {self._proc.exitcode}) during {plan.label}")
+                    f"the load process died (exit code {self._proc.exitcode}) during {plan.label}"
+                )
         kind, payload = self._conn.recv()
         if kind == "error":
             raise ServingBenchError(f"the load process failed during {plan.label}:\n{payload}")
-        return payload  # type: ignore[no-any-return]
+        return payload
 
     def close(self) -> None:
         if self._proc.is_alive():
-            try:
+            with contextlib.suppress(BrokenPipeError, OSError):
                 self._conn.send(("stop",))
-            except (BrokenPipeError, OSError):
-                pass
             self._proc.join(5)
         if self._proc.is_alive():
             self._proc.kill()

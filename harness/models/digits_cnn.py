@@ -38,8 +38,10 @@ def make_module(config: DigitsCnnConfig | None = None) -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.features = nn.Sequential(
-                nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
-                nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+                nn.Conv2d(1, 16, 3, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(16, 32, 3, padding=1),
+                nn.ReLU(),
                 nn.MaxPool2d(2),
             )
             self.head = nn.Sequential(
@@ -92,8 +94,9 @@ def _train(config: DigitsCnnConfig, out: Path) -> None:
     finally:
         torch.set_num_threads(threads)
     torch.save(model.state_dict(), out / "weights.pt")
-    np.savez(out / "data.npz", x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te,
-             reference_test=ref)
+    np.savez(
+        out / "data.npz", x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te, reference_test=ref
+    )
     meta = {
         "model": "digits-cnn",
         "config": config.model_dump(),
@@ -116,8 +119,10 @@ class DigitsCnn:
         import torch
 
         key = recipe_hash(
-            config.model_dump(), source_of(sys.modules[__name__]),
-            torch.__version__.split("+")[0], sklearn.__version__,
+            config.model_dump(),
+            source_of(sys.modules[__name__]),
+            torch.__version__.split("+")[0],
+            sklearn.__version__,
         )
         path = cached_build("models/digits-cnn", key, lambda out: _train(config, out))
         module = make_module(config)
@@ -125,9 +130,14 @@ class DigitsCnn:
         module.eval()
         data = np.load(path / "data.npz")
         return ModelBundle(
-            name=self.name, key=key, path=path, module=module,
-            x_train=data["x_train"], y_train=data["y_train"],
-            x_test=data["x_test"], y_test=data["y_test"],
+            name=self.name,
+            key=key,
+            path=path,
+            module=module,
+            x_train=data["x_train"],
+            y_train=data["y_train"],
+            x_test=data["x_test"],
+            y_test=data["y_test"],
             reference_test=data["reference_test"],
             meta=json.loads((path / "meta.json").read_text()),
         )

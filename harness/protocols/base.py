@@ -37,8 +37,11 @@ class ProtocolClient(ABC):
     def infer(self, batch: np.ndarray, timeout_s: float = 30.0) -> np.ndarray:
         try:
             response = httpx.request(
-                self.method, self.base_url + self.path, content=self.encode(batch),
-                headers={"Content-Type": self.content_type}, timeout=timeout_s,
+                self.method,
+                self.base_url + self.path,
+                content=self.encode(batch),
+                headers={"Content-Type": self.content_type},
+                timeout=timeout_s,
             )
         except httpx.HTTPError as exc:
             raise ProtocolError(f"{self.base_url + self.path}: {exc}") from exc
@@ -54,8 +57,9 @@ class ProtocolClient(ABC):
         url = httpx.URL(self.base_url)
         host, port = url.host, url.port or 80
         requests = tuple(
-            build_request(host, port, self.method, self.path, self.encode(x[None]),
-                          self.content_type)
+            build_request(
+                host, port, self.method, self.path, self.encode(x[None]), self.content_type
+            )
             for x in instances
         )
         return HttpEndpoint(host=host, port=port, requests=requests)

@@ -136,27 +136,37 @@ def _problems(data: RunData, record_notes: list[str]) -> list[dict[str, Any]]:
         name = str(target.get("name"))
         state = target.get("status")
         if state in ("failed", "skipped") or (state == "running" and status != "running"):
-            add(f"Target {name}: {state}", str(target.get("error") or "(no error recorded)"),
-                log_tail(data, target) if state != "skipped" else None)
+            add(
+                f"Target {name}: {state}",
+                str(target.get("error") or "(no error recorded)"),
+                log_tail(data, target) if state != "skipped" else None,
+            )
         fidelity = target.get("fidelity")
         if isinstance(fidelity, dict) and fidelity.get("passed") is False:
             add(f"Target {name}: fidelity check failed", str(fidelity.get("message") or ""))
     saturated = data.steps[data.steps["loadgen_saturated"]]
     for row in saturated.itertuples(index=False):
-        add(f"Load generator saturated: {row.target}, {row.label}, repeat {_num(row.repeat, 0)}",
-            str(row.loadgen_note) or None)
+        add(
+            f"Load generator saturated: {row.target}, {row.label}, repeat {_num(row.repeat, 0)}",
+            str(row.loadgen_note) or None,
+        )
     for variant in data.variants:
         validation = variant.get("validation") or {}
         if isinstance(validation, dict) and validation.get("status") not in ("ok", None):
-            add(f"Variant {variant.get('name')}: validation {validation.get('status')}",
-                str(validation.get("reason") or ""))
+            add(
+                f"Variant {variant.get('name')}: validation {validation.get('status')}",
+                str(validation.get("reason") or ""),
+            )
     for note in record_notes:
         add("Records file could not be read", note)
     return found
 
 
 def _comparison(
-    data: RunData, agg: pd.DataFrame, labels: list[str], targets: list[str],
+    data: RunData,
+    agg: pd.DataFrame,
+    labels: list[str],
+    targets: list[str],
 ) -> list[dict[str, Any]]:
     status = {str(t.get("name")): t.get("status") for t in data.targets}
     failed_fidelity = data.fidelity_failed()
@@ -165,8 +175,10 @@ def _comparison(
     for label in labels:
         rows = agg[agg["label"] == label].copy()
         rows["rank"] = rows["target"].map(rank)
-        records = [{str(k): v for k, v in row.items()}
-                   for row in rows.sort_values("rank", kind="stable").to_dict("records")]
+        records = [
+            {str(k): v for k, v in row.items()}
+            for row in rows.sort_values("rank", kind="stable").to_dict("records")
+        ]
         for row in records:
             row["flags"] = _flags(row, data, failed_fidelity, status)
         repeats = sorted({int(r["repeats"]) for r in records})
@@ -174,8 +186,9 @@ def _comparison(
     return tables
 
 
-def _flags(row: dict[str, Any], data: RunData, failed_fidelity: set[str],
-           status: dict[str, Any]) -> list[str]:
+def _flags(
+    row: dict[str, Any], data: RunData, failed_fidelity: set[str], status: dict[str, Any]
+) -> list[str]:
     flags = []
     if row["target"] in failed_fidelity:
         flags.append("fidelity failed")
@@ -200,13 +213,21 @@ def _variants(data: RunData) -> list[dict[str, Any]]:
         v = variant.get("validation") or {}
         acc, ref = v.get("accuracy"), v.get("reference_accuracy")
         drop = (ref - acc) * 100 if _finite(acc) and _finite(ref) else None
-        rows.append({
-            "name": variant.get("name"), "precision": variant.get("precision"),
-            "artifact": variant.get("artifact"), "sha256": str(variant.get("sha256") or "")[:12],
-            "accuracy": acc, "reference_accuracy": ref, "drop_points": drop,
-            "max_abs_diff": v.get("max_abs_diff"), "agreement": v.get("agreement"),
-            "status": v.get("status"), "reason": v.get("reason") or "",
-        })
+        rows.append(
+            {
+                "name": variant.get("name"),
+                "precision": variant.get("precision"),
+                "artifact": variant.get("artifact"),
+                "sha256": str(variant.get("sha256") or "")[:12],
+                "accuracy": acc,
+                "reference_accuracy": ref,
+                "drop_points": drop,
+                "max_abs_diff": v.get("max_abs_diff"),
+                "agreement": v.get("agreement"),
+                "status": v.get("status"),
+                "reason": v.get("reason") or "",
+            }
+        )
     return rows
 
 
@@ -215,16 +236,23 @@ def _targets(data: RunData) -> list[dict[str, Any]]:
     for target in data.targets:
         settings = target.get("settings")
         fidelity = target.get("fidelity")
-        rows.append({
-            "name": target.get("name"), "adapter": target.get("adapter"),
-            "variant": target.get("variant"), "launcher": target.get("launcher"),
-            "status": target.get("status"), "startup_s": target.get("startup_s"),
-            "settings": json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
-            if settings else "",
-            "fidelity": {k: fidelity.get(k) for k in FIDELITY_KEYS}
-            if isinstance(fidelity, dict) else None,
-            "log": target.get("log") or "",
-        })
+        rows.append(
+            {
+                "name": target.get("name"),
+                "adapter": target.get("adapter"),
+                "variant": target.get("variant"),
+                "launcher": target.get("launcher"),
+                "status": target.get("status"),
+                "startup_s": target.get("startup_s"),
+                "settings": json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+                if settings
+                else "",
+                "fidelity": {k: fidelity.get(k) for k in FIDELITY_KEYS}
+                if isinstance(fidelity, dict)
+                else None,
+                "log": target.get("log") or "",
+            }
+        )
     return rows
 
 
@@ -237,14 +265,22 @@ def _provenance(data: RunData) -> dict[str, Any]:
     return {
         "versions": sorted((str(k), str(v)) for k, v in (prov.get("versions") or {}).items()),
         "hardware": [
-            ("CPU", hardware.get("cpu_model")), ("cores", hardware.get("cores")),
+            ("CPU", hardware.get("cpu_model")),
+            ("cores", hardware.get("cores")),
             ("memory (GB)", hardware.get("memory_gb")),
-            ("GPUs", ", ".join(json.dumps(g, default=str) if isinstance(g, dict) else str(g)
-                               for g in gpus) or "none"),
+            (
+                "GPUs",
+                ", ".join(
+                    json.dumps(g, default=str) if isinstance(g, dict) else str(g) for g in gpus
+                )
+                or "none",
+            ),
         ],
         "host": [
-            ("hostname", prov.get("hostname")), ("platform", prov.get("platform")),
-            ("python", prov.get("python")), ("seed", prov.get("seed")),
+            ("hostname", prov.get("hostname")),
+            ("platform", prov.get("platform")),
+            ("python", prov.get("python")),
+            ("seed", prov.get("seed")),
             ("git revision", git.get("revision")),
             ("git tree", None if not git else ("dirty" if git.get("dirty") else "clean")),
             ("scenario file", data.run.get("scenario_file")),
@@ -254,8 +290,7 @@ def _provenance(data: RunData) -> dict[str, Any]:
 
 
 def _finite(value: Any) -> TypeGuard[float]:
-    return (isinstance(value, int | float) and not isinstance(value, bool)
-            and math.isfinite(value))
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _num(value: Any, digits: int = 1) -> str:

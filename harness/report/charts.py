@@ -62,12 +62,13 @@ def to_data_uri(fig: Figure) -> str:
 
 def _legend(ax: Axes, count: int) -> None:
     if count:
-        ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5),
-                  frameon=False)
+        ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
 
 
 def latency_vs_throughput(
-    agg: pd.DataFrame, targets: Sequence[str], slo_ms: float | None,
+    agg: pd.DataFrame,
+    targets: Sequence[str],
+    slo_ms: float | None,
     marks: Mapping[str, str] | None = None,
 ) -> str | None:
     """p50 (dashed) and p99 (solid) against throughput, one colour per target."""
@@ -79,14 +80,20 @@ def latency_vs_throughput(
         for column, style, suffix in (("p99_ms", "-", "p99"), ("p50_ms", "--", "p50")):
             x, y = _positive_pairs(rows["throughput_rps"], rows[column])
             if len(x):
-                ax.plot(x, y, style, marker="o", markersize=3, color=color,
-                        label=f"{_name(name, marks)} {suffix}")
+                ax.plot(
+                    x,
+                    y,
+                    style,
+                    marker="o",
+                    markersize=3,
+                    color=color,
+                    label=f"{_name(name, marks)} {suffix}",
+                )
                 drawn += 1
     if not drawn:
         return None
     if slo_ms is not None and slo_ms > 0:
-        ax.axhline(slo_ms, color="black", linewidth=1, linestyle=":",
-                   label=f"SLO {slo_ms:g} ms")
+        ax.axhline(slo_ms, color="black", linewidth=1, linestyle=":", label=f"SLO {slo_ms:g} ms")
     ax.set_yscale("log")
     _plain_numbers(ax.yaxis)
     ax.set_xlabel("throughput (requests/s)")
@@ -104,28 +111,36 @@ def _positive_pairs(x: pd.Series, y: pd.Series) -> tuple[np.ndarray, np.ndarray]
 
 
 def throughput_bars(
-    agg: pd.DataFrame, labels: Sequence[str], targets: Sequence[str],
+    agg: pd.DataFrame,
+    labels: Sequence[str],
+    targets: Sequence[str],
     marks: Mapping[str, str] | None = None,
 ) -> str | None:
     """Grouped bars: one group per step label, one bar per target."""
     if agg.empty or not labels or not targets:
         return None
-    table = agg.pivot_table(index="label", columns="target", values="throughput_rps",
-                            aggfunc="mean")
+    table = agg.pivot_table(
+        index="label", columns="target", values="throughput_rps", aggfunc="mean"
+    )
     table = table.reindex(index=list(labels), columns=list(targets))
     if not np.isfinite(table.to_numpy(dtype=float)).any():
         return None
     width = 0.8 / len(targets)
-    fig = Figure(figsize=(max(6.0, min(18.0, 1.2 + 0.9 * len(labels))), 4.4),
-                 layout="constrained")
+    fig = Figure(figsize=(max(6.0, min(18.0, 1.2 + 0.9 * len(labels))), 4.4), layout="constrained")
     ax = fig.add_subplot()
     base = np.arange(len(labels))
     for i, (name, color) in enumerate(zip(targets, _colors(len(targets)), strict=False)):
         heights = np.nan_to_num(table[name].to_numpy(dtype=float), nan=0.0)
-        ax.bar(base + (i - (len(targets) - 1) / 2) * width, heights, width, color=color,
-               label=_name(name, marks))
-    ax.set_xticks(base, [plain(label) for label in labels], rotation=30, ha="right",
-                  fontsize="small")
+        ax.bar(
+            base + (i - (len(targets) - 1) / 2) * width,
+            heights,
+            width,
+            color=color,
+            label=_name(name, marks),
+        )
+    ax.set_xticks(
+        base, [plain(label) for label in labels], rotation=30, ha="right", fontsize="small"
+    )
     ax.set_ylabel("throughput (requests/s)")
     ax.grid(True, axis="y", alpha=0.3)
     _legend(ax, len(targets))
@@ -133,7 +148,9 @@ def throughput_bars(
 
 
 def latency_cdf(
-    samples: Mapping[str, np.ndarray], targets: Sequence[str], slo_ms: float | None,
+    samples: Mapping[str, np.ndarray],
+    targets: Sequence[str],
+    slo_ms: float | None,
     marks: Mapping[str, str] | None = None,
 ) -> str | None:
     """Empirical CDF of per-request latency for one step label, one line per target."""
@@ -148,8 +165,12 @@ def latency_cdf(
         values = samples[name]
         values = values[np.isfinite(values) & (values > 0)]
         if len(values):
-            ax.plot(np.quantile(values, quantiles), quantiles, color=colors[name],
-                    label=f"{_name(name, marks)} (n={len(values):,})")
+            ax.plot(
+                np.quantile(values, quantiles),
+                quantiles,
+                color=colors[name],
+                label=f"{_name(name, marks)} (n={len(values):,})",
+            )
     if slo_ms is not None and slo_ms > 0:
         ax.axvline(slo_ms, color="black", linewidth=1, linestyle=":", label=f"SLO {slo_ms:g} ms")
     ax.set_xscale("log")
@@ -160,4 +181,3 @@ def latency_cdf(
     ax.grid(True, which="both", alpha=0.3)
     _legend(ax, len(names))
     return to_data_uri(fig)
-

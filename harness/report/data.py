@@ -20,16 +20,37 @@ import pandas as pd
 from harness.results import STEP_COLUMNS
 
 TEXT_COLUMNS = (
-    "target", "adapter", "variant", "launcher", "profile", "label", "mode", "loadgen_note",
+    "target",
+    "adapter",
+    "variant",
+    "launcher",
+    "profile",
+    "label",
+    "mode",
+    "loadgen_note",
     "started_at",
 )
 BOOL_COLUMNS = ("loadgen_saturated",)
 NUMERIC_COLUMNS = tuple(c for c in STEP_COLUMNS if c not in TEXT_COLUMNS + BOOL_COLUMNS)
 # Averaged over repeats of the same (label, target).
 MEAN_COLUMNS = [
-    "throughput_rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms", "requests", "errors",
-    "error_rate", "goodput_rps", "client_cpu_pct", "achieved_rate_ratio", "requested_rate",
-    "concurrency", "send_lag_p99_ms", "duration_s", "slo_ms",
+    "throughput_rps",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "max_ms",
+    "mean_ms",
+    "requests",
+    "errors",
+    "error_rate",
+    "goodput_rps",
+    "client_cpu_pct",
+    "achieved_rate_ratio",
+    "requested_rate",
+    "concurrency",
+    "send_lag_p99_ms",
+    "duration_s",
+    "slo_ms",
 ]
 MAX_RECORD_ROWS = 200_000
 LOG_TAIL_LINES = 30
@@ -117,7 +138,11 @@ def read_steps(csv_path: Path) -> pd.DataFrame:
         return _normalise(pd.DataFrame({c: pd.Series(dtype=str) for c in STEP_COLUMNS}))
     # All text first, so a target called "NA" stays a name; numbers are converted below.
     frame = pd.read_csv(
-        csv_path, dtype=str, keep_default_na=False, on_bad_lines="skip", encoding="utf-8",
+        csv_path,
+        dtype=str,
+        keep_default_na=False,
+        on_bad_lines="skip",
+        encoding="utf-8",
     )
     return _normalise(frame)
 
@@ -141,8 +166,16 @@ def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
 
 def aggregate_steps(steps: pd.DataFrame) -> pd.DataFrame:
     """One row per (label, target): the mean of repeats, with `repeats` the count."""
-    columns = ["label", "target", *MEAN_COLUMNS, "repeats", "loadgen_saturated",
-               "loadgen_note", "mode", "order"]
+    columns = [
+        "label",
+        "target",
+        *MEAN_COLUMNS,
+        "repeats",
+        "loadgen_saturated",
+        "loadgen_note",
+        "mode",
+        "order",
+    ]
     if steps.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
     groups = steps.groupby(["label", "target"], sort=False)
@@ -192,8 +225,9 @@ def leaders(agg: pd.DataFrame, labels: list[str], fidelity_failed: set[str]) -> 
                 excluded.append((name, "load generator saturated"))
             else:
                 keep.append(row)
-        result.append(Leader(label, _best(keep, "throughput_rps", max),
-                             _best(keep, "p99_ms", min), excluded))
+        result.append(
+            Leader(label, _best(keep, "throughput_rps", max), _best(keep, "p99_ms", min), excluded)
+        )
     return result
 
 
@@ -210,7 +244,9 @@ def _finite(value: Any) -> bool:
 
 
 def latency_samples(
-    data: RunData, limit: int = MAX_RECORD_ROWS, seed: int = 0,
+    data: RunData,
+    limit: int = MAX_RECORD_ROWS,
+    seed: int = 0,
 ) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
     """Measured, error-free latencies (ms) per label and target from the records files.
 
@@ -223,9 +259,13 @@ def latency_samples(
     samples: dict[str, dict[str, list[np.ndarray]]] = {}
     notes: list[str] = []
     steps = data.steps
-    for label, target, step, repeat in zip(steps["label"].tolist(), steps["target"].tolist(),
-                                           steps["step"].tolist(), steps["repeat"].tolist(),
-                                           strict=True):
+    for label, target, step, repeat in zip(
+        steps["label"].tolist(),
+        steps["target"].tolist(),
+        steps["step"].tolist(),
+        steps["repeat"].tolist(),
+        strict=True,
+    ):
         if not (_finite(step) and _finite(repeat)):
             continue
         rel = Path("records") / str(target) / f"{int(step):03d}-r{int(repeat)}.parquet"

@@ -16,17 +16,18 @@ from tests.conftest import client_cpus
 
 def endpoint(port: int) -> HttpEndpoint:
     body = b'{"inputs":[[0.0]]}'
-    return HttpEndpoint("127.0.0.1", port, (build_request("127.0.0.1", port, "POST", "/predict",
-                                                          body),))
+    return HttpEndpoint(
+        "127.0.0.1", port, (build_request("127.0.0.1", port, "POST", "/predict", body),)
+    )
 
 
 @pytest.fixture(scope="module")
-def load():  # noqa: ANN201
+def load():
     with LoadProcess(client_cpus()) as proc:
         yield proc
 
 
-def test_open_loop_timing_against_a_fixed_delay(nullserver, load) -> None:  # noqa: ANN001
+def test_open_loop_timing_against_a_fixed_delay(nullserver, load) -> None:
     with nullserver(delay_ms=5) as port:
         plan = StepPlan(mode="open", rate=200, arrival="constant", duration_s=3, warmup_s=0.5)
         rec = load.run(endpoint(port), plan)
@@ -40,7 +41,7 @@ def test_open_loop_timing_against_a_fixed_delay(nullserver, load) -> None:  # no
     assert not s.loadgen_saturated
 
 
-def test_open_loop_shows_a_stalled_servers_true_tail(nullserver, load) -> None:  # noqa: ANN001
+def test_open_loop_shows_a_stalled_servers_true_tail(nullserver, load) -> None:
     # The server holds every answer for 1 s once every 4 s. A request arriving at phase f
     # of a stall truly waits (1 - f) s: 25% of requests are delayed, ~uniformly up to 1 s.
     # Closed-loop clients hide this (they stop sending); open loop measured from the
@@ -55,10 +56,11 @@ def test_open_loop_shows_a_stalled_servers_true_tail(nullserver, load) -> None: 
     assert s.p99_ms == pytest.approx(961, rel=0.10)
 
 
-def test_closed_loop_keeps_concurrency(nullserver, load) -> None:  # noqa: ANN001
+def test_closed_loop_keeps_concurrency(nullserver, load) -> None:
     with nullserver(delay_ms=10) as port:
-        rec = load.run(endpoint(port), StepPlan(mode="closed", concurrency=8, duration_s=2,
-                                                warmup_s=0.2))
+        rec = load.run(
+            endpoint(port), StepPlan(mode="closed", concurrency=8, duration_s=2, warmup_s=0.2)
+        )
     s = summarize(rec)
     # 8 users x 1 request per ~10 ms = ~800 req/s
     assert 650 < s.throughput_rps < 820, s
@@ -66,29 +68,30 @@ def test_closed_loop_keeps_concurrency(nullserver, load) -> None:  # noqa: ANN00
     assert np.isnan(s.achieved_rate_ratio)  # no requested rate in closed loop
 
 
-def test_timeouts_are_recorded_errors(nullserver, load) -> None:  # noqa: ANN001
+def test_timeouts_are_recorded_errors(nullserver, load) -> None:
     with nullserver(delay_ms=1500) as port:
-        rec = load.run(endpoint(port), StepPlan(mode="closed", concurrency=2, duration_s=0.5,
-                                                timeout_s=0.3))
+        rec = load.run(
+            endpoint(port), StepPlan(mode="closed", concurrency=2, duration_s=0.5, timeout_s=0.3)
+        )
     assert len(rec) >= 2
     assert (rec.error == ERR_TIMEOUT).all()
     assert any("timed out" in e for e in rec.error_samples)
     assert summarize(rec).error_rate == 1.0
 
 
-def test_refused_connections_are_errors_not_crashes(load) -> None:  # noqa: ANN001
+def test_refused_connections_are_errors_not_crashes(load) -> None:
     from harness.launchers.process import free_port
 
-    rec = load.run(endpoint(free_port()), StepPlan(mode="open", rate=50, arrival="constant",
-                                                   duration_s=0.4))
+    rec = load.run(
+        endpoint(free_port()), StepPlan(mode="open", rate=50, arrival="constant", duration_s=0.4)
+    )
     assert len(rec) == 20
     assert (rec.error == ERR_CONNECT).all()
     assert "failed" in rec.error_samples[0]
 
 
 def test_arrival_schedules() -> None:
-    constant = arrival_offsets_ns(StepPlan(mode="open", rate=100, arrival="constant",
-                                           duration_s=2))
+    constant = arrival_offsets_ns(StepPlan(mode="open", rate=100, arrival="constant", duration_s=2))
     assert len(constant) == 200 and np.all(np.diff(constant) == 10_000_000)
     poisson = arrival_offsets_ns(StepPlan(mode="open", rate=1000, duration_s=10, seed=3))
     gaps = np.diff(poisson) / 1e9

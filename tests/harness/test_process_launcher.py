@@ -33,16 +33,25 @@ class ScriptAdapter(Adapter[ScriptConfig]):
         super().__init__(ScriptConfig())
         self.script = textwrap.dedent(script)
 
-    def process_spec(self, variant: BuiltVariant, workdir: Path, host: str,
-                     ports: dict[str, int]) -> ProcessSpec:
-        return ProcessSpec([sys.executable, "-c", self.script.replace("{port}",
-                                                                      str(ports["http"]))])
+    def process_spec(
+        self, variant: BuiltVariant, workdir: Path, host: str, ports: dict[str, int]
+    ) -> ProcessSpec:
+        return ProcessSpec(
+            [sys.executable, "-c", self.script.replace("{port}", str(ports["http"]))]
+        )
 
 
 def request(tmp_path: Path, adapter: Adapter[Any], timeout_s: float = 10) -> LaunchRequest:
-    return LaunchRequest(target="t", adapter=adapter, variant=None,  # type: ignore[arg-type]
-                         workdir=tmp_path / "work", log_path=tmp_path / "t.log",
-                         server_cpus=None, threads=1, startup_timeout_s=timeout_s)
+    return LaunchRequest(
+        target="t",
+        adapter=adapter,
+        variant=None,  # type: ignore[arg-type]
+        workdir=tmp_path / "work",
+        log_path=tmp_path / "t.log",
+        server_cpus=None,
+        threads=1,
+        startup_timeout_s=timeout_s,
+    )
 
 
 def test_early_exit_is_reported_with_the_log(tmp_path: Path) -> None:
@@ -79,6 +88,6 @@ def test_teardown_kills_the_group_and_escaped_descendants(tmp_path: Path) -> Non
     family = [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
     assert len(family) == 3
     launcher.stop(server)
-    gone, alive = psutil.wait_procs(family, timeout=5)
+    _, alive = psutil.wait_procs(family, timeout=5)
     assert not alive, [p.cmdline() for p in alive]
     launcher.stop(server)  # idempotent

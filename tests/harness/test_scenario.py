@@ -45,8 +45,7 @@ def problems(text: str) -> list[tuple[str, str]]:
 
 
 def test_unknown_key_is_an_error_with_path_and_line() -> None:
-    text = MINIMAL.replace("adapter: {kind: fastapi}",
-                           "adapter: {kind: fastapi, worker: 2}")
+    text = MINIMAL.replace("adapter: {kind: fastapi}", "adapter: {kind: fastapi, worker: 2}")
     [(field, message)] = problems(text)
     assert field == "targets[0].adapter.worker (line 7)"
     assert "unknown key" in message
@@ -74,7 +73,7 @@ def test_unknown_variant_and_missing_field() -> None:
 
 def test_duplicate_target_names() -> None:
     text = MINIMAL + "  - name: a\n    adapter: {kind: inprocess}\n    variant: eager\n"
-    [(field, message)] = problems(text)
+    [(_, message)] = problems(text)
     assert "unique" in message and "a" in message
 
 

@@ -10,7 +10,7 @@ from harness.scenario import VariantsSpec
 from harness.variants import VARIANT_NAMES, build_variant, validate
 
 
-def test_model_is_trained_and_cached(bundle) -> None:  # noqa: ANN001
+def test_model_is_trained_and_cached(bundle) -> None:
     from harness.models import build_model
     from harness.models.digits_cnn import DigitsCnnConfig
 
@@ -22,7 +22,7 @@ def test_model_is_trained_and_cached(bundle) -> None:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("name", VARIANT_NAMES)
-def test_variant_builds_validates_and_runs(bundle, name: str) -> None:  # noqa: ANN001
+def test_variant_builds_validates_and_runs(bundle, name: str) -> None:
     variant = build_variant(name, bundle, VariantsSpec())
     v = variant.validation
     assert variant.ok, v.reason
@@ -35,7 +35,7 @@ def test_variant_builds_validates_and_runs(bundle, name: str) -> None:  # noqa: 
     np.testing.assert_allclose(outputs, variant.outputs_test()[:32], atol=1e-4)
 
 
-def test_int8_gate_fails_a_build_that_loses_accuracy(bundle) -> None:  # noqa: ANN001
+def test_int8_gate_fails_a_build_that_loses_accuracy(bundle) -> None:
     # Calibrating on blank images collapses the activation ranges: a real, broken INT8 build.
     class BadCalibration(VariantsSpec):
         calibration_override: list = [np.zeros((1, 8, 8), np.float32).tolist()] * 4
@@ -46,7 +46,7 @@ def test_int8_gate_fails_a_build_that_loses_accuracy(bundle) -> None:  # noqa: A
     assert variant.validation.accuracy < variant.validation.reference_accuracy - 0.01
 
 
-def test_gate_tolerance_is_the_scenarios(bundle) -> None:  # noqa: ANN001
+def test_gate_tolerance_is_the_scenarios(bundle) -> None:
     ref = bundle.reference_test
     worse = ref.copy()
     wrong = np.flatnonzero(ref.argmax(1) == bundle.y_test)[:4]  # break 4 correct answers

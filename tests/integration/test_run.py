@@ -68,20 +68,33 @@ def _cpus(index: int) -> str:
 
 
 def run_cli(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=600, **kwargs)  # type: ignore[call-overload]
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kwargs,
+    )  # type: ignore[call-overload]
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory, build_cache: Path):  # noqa: ANN201
+def finished_run(tmp_path_factory: pytest.TempPathFactory, build_cache: Path):
     """One real run of five targets, shared by the assertions below."""
     from tests.conftest import running
 
     tmp = tmp_path_factory.mktemp("e2e")
     wrong_port = free_port()
     zeros = json.dumps([[0.0] * 10])
-    argv = [sys.executable, "-m", "harness.nullserver", "--port", str(wrong_port),
-            "--outputs", zeros]
+    argv = [
+        sys.executable,
+        "-m",
+        "harness.nullserver",
+        "--port",
+        str(wrong_port),
+        "--outputs",
+        zeros,
+    ]
     with running(argv, f"http://127.0.0.1:{wrong_port}/health"):
         path = tmp / "e2e.yaml"
         path.write_text(scenario_text(wrong_port, free_port()))
@@ -90,7 +103,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory, build_cache: Path):  
     return result, run_dir
 
 
-def test_exit_code_and_failures_reported(finished_run) -> None:  # noqa: ANN001
+def test_exit_code_and_failures_reported(finished_run) -> None:
     result, run_dir = finished_run
     assert result.returncode == 1, result.stderr
     assert f"run folder: {run_dir}" in result.stdout
@@ -103,7 +116,7 @@ def test_exit_code_and_failures_reported(finished_run) -> None:  # noqa: ANN001
     assert len(info["failures"]) == 2
 
 
-def test_target_that_fails_to_start_does_not_stop_the_others(finished_run) -> None:  # noqa: ANN001
+def test_target_that_fails_to_start_does_not_stop_the_others(finished_run) -> None:
     _, run_dir = finished_run
     targets = {t["name"]: t for t in json.loads((run_dir / "targets.json").read_text())}
     assert targets["never-starts"]["status"] == "failed"
@@ -114,7 +127,7 @@ def test_target_that_fails_to_start_does_not_stop_the_others(finished_run) -> No
     assert targets["fastapi-onnx-batch"]["startup_s"] > 0
 
 
-def test_wrong_answers_are_flagged(finished_run) -> None:  # noqa: ANN001
+def test_wrong_answers_are_flagged(finished_run) -> None:
     _, run_dir = finished_run
     targets = {t["name"]: t for t in json.loads((run_dir / "targets.json").read_text())}
     fidelity = targets["wrong-answers"]["fidelity"]
@@ -123,17 +136,37 @@ def test_wrong_answers_are_flagged(finished_run) -> None:  # noqa: ANN001
     assert fidelity["agreement"] < 0.5
 
 
-def test_steps_csv_and_records(finished_run) -> None:  # noqa: ANN001
+def test_steps_csv_and_records(finished_run) -> None:
     _, run_dir = finished_run
     steps = pd.read_csv(run_dir / "steps.csv")
-    required = ["target", "adapter", "variant", "launcher", "profile", "level", "duration_s",
-                "requests", "errors", "throughput_rps", "p50_ms", "p90_ms", "p99_ms", "max_ms",
-                "mean_ms", "client_cpu_pct", "achieved_rate_ratio"]
+    required = [
+        "target",
+        "adapter",
+        "variant",
+        "launcher",
+        "profile",
+        "level",
+        "duration_s",
+        "requests",
+        "errors",
+        "throughput_rps",
+        "p50_ms",
+        "p90_ms",
+        "p99_ms",
+        "max_ms",
+        "mean_ms",
+        "client_cpu_pct",
+        "achieved_rate_ratio",
+    ]
     with (run_dir / "steps.csv").open() as fh:
         assert next(csv.reader(fh))[: len(required)] == required
     # 4 targets reached the load (wrong-answers is flagged, not skipped) x 2 steps
-    assert sorted(set(steps.target)) == ["fastapi-onnx-batch", "fastapi-torchscript", "floor",
-                                         "wrong-answers"]
+    assert sorted(set(steps.target)) == [
+        "fastapi-onnx-batch",
+        "fastapi-torchscript",
+        "floor",
+        "wrong-answers",
+    ]
     assert len(steps) == 8
     ok = steps[steps.target != "wrong-answers"]
     assert (ok.errors == 0).all() and (ok.requests > 0).all()
@@ -148,7 +181,7 @@ def test_steps_csv_and_records(finished_run) -> None:  # noqa: ANN001
     assert (run_dir / "logs" / "fastapi-onnx-batch.log").exists()
 
 
-def test_report_written_and_escaped(finished_run) -> None:  # noqa: ANN001
+def test_report_written_and_escaped(finished_run) -> None:
     _, run_dir = finished_run
     html = (run_dir / "report.html").read_text()
     assert "fastapi-onnx-batch" in html and "data:image/png;base64," in html
@@ -159,7 +192,7 @@ def test_report_written_and_escaped(finished_run) -> None:  # noqa: ANN001
     assert result.returncode == 0 and out.exists()
 
 
-def test_batching_really_batches(tmp_path: Path, bundle) -> None:  # noqa: ANN001
+def test_batching_really_batches(tmp_path: Path, bundle) -> None:
     """Under concurrency the FastAPI batcher runs fewer batches than requests."""
     from adapters.fastapi import BatchingConfig, FastapiAdapter, FastapiConfig
     from harness.launchers.base import LaunchRequest
@@ -170,11 +203,13 @@ def test_batching_really_batches(tmp_path: Path, bundle) -> None:  # noqa: ANN00
     from harness.variants import build_variant
 
     variant = build_variant("onnx", bundle, VariantsSpec())
-    adapter = FastapiAdapter(FastapiConfig(kind="fastapi", batching=BatchingConfig(
-        max_batch_size=8, max_delay_ms=2)))
+    adapter = FastapiAdapter(
+        FastapiConfig(kind="fastapi", batching=BatchingConfig(max_batch_size=8, max_delay_ms=2))
+    )
     launcher = ProcessLauncher(ProcessConfig())
-    server = launcher.start(LaunchRequest("b", adapter, variant, tmp_path, tmp_path / "b.log",
-                                          None, 1, 60))
+    server = launcher.start(
+        LaunchRequest("b", adapter, variant, tmp_path, tmp_path / "b.log", None, 1, 60)
+    )
     try:
         endpoint = adapter.endpoint(server, variant, bundle.x_test[:16])
         with LoadProcess(client_cpus()) as load:
@@ -187,17 +222,31 @@ def test_batching_really_batches(tmp_path: Path, bundle) -> None:  # noqa: ANN00
     assert stats["items"] / stats["batches"] > 2, stats
 
 
-def test_ctrl_c_keeps_finished_steps_and_stops_servers(tmp_path: Path, build_cache) -> None:  # noqa: ANN001
+def test_ctrl_c_keeps_finished_steps_and_stops_servers(tmp_path: Path, build_cache) -> None:
     path = tmp_path / "long.yaml"
     text = scenario_text(free_port(), free_port(), duration=3.0)
     text = text[: text.index("  - name: floor")] + (
         "  - name: fastapi-onnx\n    adapter: {kind: fastapi}\n    variant: onnx\n"
-        "  - name: fastapi-eager\n    adapter: {kind: fastapi}\n    variant: eager\n")
+        "  - name: fastapi-eager\n    adapter: {kind: fastapi}\n    variant: eager\n"
+    )
     path.write_text(text)
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(path), "--out",
-                             str(tmp_path / "results"), "--no-report"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "run",
+            str(path),
+            "--out",
+            str(tmp_path / "results"),
+            "--no-report",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         steps = None
         deadline = time.monotonic() + 300
