@@ -30,6 +30,7 @@ class InprocessAdapter(Adapter[InprocessConfig]):
     variants = frozenset(VARIANT_NAMES)
     description = "bare model in the load process (the floor)"
     ports = ()
+    baseline = True
 
     def __init__(self, config: InprocessConfig) -> None:
         super().__init__(config)

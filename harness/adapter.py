@@ -72,6 +72,7 @@ class Adapter(ABC, Generic[C]):
     requires: ClassVar[tuple[str, ...]] = ()  # importable modules needed to serve
     ports: ClassVar[tuple[str, ...]] = ("http",)
     health_path: ClassVar[str] = "/health"
+    baseline: ClassVar[bool] = False  # a reference point (the floor), never a "winner"
 
     def __init__(self, config: C) -> None:
         self.config = config

@@ -144,6 +144,7 @@ class _Run:
                 "variant": target.variant,
                 "launcher": launcher.kind,
                 "settings": adapter.settings(),
+                "baseline": adapter.baseline,
                 "status": "running",
                 "error": None,
                 "startup_s": None,

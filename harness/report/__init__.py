@@ -76,7 +76,7 @@ def _context(data: RunData, out: Path) -> dict[str, Any]:
     return {
         "header": _header(data),
         "has_steps": not data.steps.empty,
-        "leaders": leaders(agg, labels, data.fidelity_failed()),
+        "leaders": leaders(agg, labels, data.fidelity_failed(), data.baselines()),
         "problems": _problems(data, record_notes),
         "comparison": _comparison(data, agg, labels, targets),
         "charts": {

@@ -76,7 +76,8 @@ def latency_vs_throughput(
     ax = fig.add_subplot()
     drawn = 0
     for name, color in zip(targets, _colors(len(targets)), strict=False):
-        rows = agg[agg["target"] == name].sort_values("order", kind="stable")
+        # one curve per target: its load levels ordered by the throughput they reached
+        rows = agg[agg["target"] == name].sort_values("throughput_rps", kind="stable")
         for column, style, suffix in (("p99_ms", "-", "p99"), ("p50_ms", "--", "p50")):
             x, y = _positive_pairs(rows["throughput_rps"], rows[column])
             if len(x):

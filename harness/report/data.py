@@ -94,6 +94,10 @@ class RunData:
         extra = [n for n in self.steps["target"].unique() if n not in names]
         return names + [str(n) for n in extra]
 
+    def baselines(self) -> set[str]:
+        """Reference targets (the in-process floor): shown, never ranked."""
+        return {str(t.get("name")) for t in self.targets if t.get("baseline")}
+
     def fidelity_failed(self) -> set[str]:
         return {
             str(t.get("name"))
@@ -210,7 +214,12 @@ class Leader:
     excluded: list[tuple[str, str]]  # (target, reason)
 
 
-def leaders(agg: pd.DataFrame, labels: list[str], fidelity_failed: set[str]) -> list[Leader]:
+def leaders(
+    agg: pd.DataFrame,
+    labels: list[str],
+    fidelity_failed: set[str],
+    baselines: set[str] | None = None,
+) -> list[Leader]:
     """Per label, the highest-throughput and lowest-p99 target among trustworthy rows."""
     result = []
     for label in labels:
@@ -219,7 +228,9 @@ def leaders(agg: pd.DataFrame, labels: list[str], fidelity_failed: set[str]) -> 
         keep = []
         for _, row in rows.iterrows():
             name = str(row["target"])
-            if name in fidelity_failed:
+            if name in (baselines or set()):
+                excluded.append((name, "baseline (the floor), not a serving stack"))
+            elif name in fidelity_failed:
                 excluded.append((name, "fidelity check failed"))
             elif bool(row["loadgen_saturated"]):
                 excluded.append((name, "load generator saturated"))

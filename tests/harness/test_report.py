@@ -339,6 +339,17 @@ def test_no_problems_and_saturated_row_left_out_of_ranking(tmp_path: Path) -> No
     assert "client CPU 99%" in html and "No problems recorded." not in html
 
 
+def test_baseline_floor_is_shown_but_never_ranked(tmp_path: Path) -> None:
+    folder = _base_folder(tmp_path)
+    folder.update_target("floor", _target("floor", adapter="inprocess", baseline=True))
+    folder.update_target("a", _target("a"))
+    folder.append_step(_step_row("floor", 0, 0, 9000.0, 0.2, adapter="inprocess"))
+    folder.append_step(_step_row("a", 0, 0, 100.0, 5.0))
+    html = render_report(folder.path).read_text(encoding="utf-8")
+    assert "highest throughput <strong>a</strong>" in html
+    assert "floor (baseline (the floor), not a serving stack)" in html
+
+
 def test_unreadable_records_file_is_a_problem_not_a_crash(tmp_path: Path) -> None:
     folder = _base_folder(tmp_path)
     folder.update_target("fast", _target("fast"))
