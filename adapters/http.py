@@ -15,7 +15,7 @@ from typing import ClassVar, Literal
 
 import httpx
 
-from harness.adapter import Adapter, AdapterConfig, ProcessSpec
+from harness.adapter import Adapter, AdapterConfig, ProcessSpec, Server
 from harness.errors import UnavailableError
 from harness.protocols import PROTOCOLS, ProtocolClient
 from harness.variants import VARIANT_NAMES, BuiltVariant
@@ -45,8 +45,9 @@ class HttpAdapter(Adapter[HttpConfig]):
     def client(self, base_url: str) -> ProtocolClient:
         return PROTOCOLS[self.config.protocol](base_url, self.config.path)
 
-    def probe(self, base_url: str) -> bool:
+    def probe(self, server: Server) -> bool:
         try:
-            return httpx.get(base_url + self.config.health_path, timeout=2.0).status_code == 200
+            url = f"{server.base_url}{self.config.health_path}"
+            return httpx.get(url, timeout=2.0).status_code == 200
         except httpx.HTTPError:
             return False

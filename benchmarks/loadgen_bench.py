@@ -66,6 +66,7 @@ ADDED_P99_MAX_MS = 1.5
 STALL_TOLERANCE = 0.10
 SERVER_BUSY_PCT = 90.0  # server CPU above this: the server, not the client, is the limit
 CLIENT_BUSY_PCT = 85.0  # client process CPU above this: the client is the limit
+OTHER_LOAD_PCT = 20.0  # core busy beyond our own processes: the box was shared meanwhile
 
 DELAY_MS = 5.0
 LATENCY_RATE = 200.0
@@ -107,8 +108,14 @@ class Child:
         self.log = log
         with open(log, "ab") as out:  # O_APPEND: we may read it while the child writes
             self.popen = subprocess.Popen(
-                cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True)
+                cmd,
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.pid = self.popen.pid
         self.rusage: Any = None  # resource.struct_rusage once reaped
 
@@ -136,7 +143,7 @@ class Child:
                 self.kill()
                 raise BenchError(f"{self.log.stem} did not finish in {timeout_s:.0f} s; killed")
             time.sleep(0.02)
-        return self.popen.returncode  # type: ignore[return-value]
+        return self.popen.returncode
 
     def cpu_s(self) -> float:
         """CPU (user + system) of the reaped child, from its rusage."""
@@ -192,7 +199,8 @@ class Meter:
 
     def sample(self) -> None:
         self.samples.append(
-            (time.perf_counter(), self.server.cpu_s(), psutil.cpu_times(percpu=True)))
+            (time.perf_counter(), self.server.cpu_s(), psutil.cpu_times(percpu=True))
+        )
 
     def tick(self) -> None:
         if time.perf_counter() - self.samples[-1][0] >= 0.1:
@@ -214,8 +222,10 @@ class Meter:
 
 
 def server_limited(fig: dict[str, Any]) -> bool:
-    return bool(fig.get("server_cpu_pct", 0) >= SERVER_BUSY_PCT
-                or fig.get("server_core_busy_pct", 0) >= SERVER_BUSY_PCT)
+    return bool(
+        fig.get("server_cpu_pct", 0) >= SERVER_BUSY_PCT
+        or fig.get("server_core_busy_pct", 0) >= SERVER_BUSY_PCT
+    )
 
 
 def limit_of(fig: dict[str, Any]) -> str:
@@ -224,11 +234,15 @@ def limit_of(fig: dict[str, Any]) -> str:
     if fig.get("client_cpu_pct", 0) >= CLIENT_BUSY_PCT:
         return f"client ({fig['client_cpu_pct']:.0f}% of its core)"
     if server_limited(fig):
-        return (f"server side (server process {fig['server_cpu_pct']:.0f}% CPU, core "
-                f"{SERVER_CPU} {fig['server_core_busy_pct']:.0f}% busy incl. softirq/other load)")
-    return (f"neither saturated (client {fig.get('client_cpu_pct', 0):.0f}%, server "
-            f"{fig.get('server_cpu_pct', 0):.0f}%, core {SERVER_CPU} "
-            f"{fig.get('server_core_busy_pct', 0):.0f}% busy)")
+        return (
+            f"server side (server process {fig['server_cpu_pct']:.0f}% CPU, core "
+            f"{SERVER_CPU} {fig['server_core_busy_pct']:.0f}% busy incl. softirq/other load)"
+        )
+    return (
+        f"neither saturated (client {fig.get('client_cpu_pct', 0):.0f}%, server "
+        f"{fig.get('server_cpu_pct', 0):.0f}%, core {SERVER_CPU} "
+        f"{fig.get('server_core_busy_pct', 0):.0f}% busy)"
+    )
 
 
 def free_port() -> int:
@@ -238,11 +252,24 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def nullserver(workdir: Path, delay_ms: float = 0.0, stall_every_s: float = 0.0,
-               stall_s: float = 0.0) -> Iterator[Server]:
+def nullserver(
+    workdir: Path, delay_ms: float = 0.0, stall_every_s: float = 0.0, stall_s: float = 0.0
+) -> Iterator[Server]:
     port = free_port()
-    cmd = ["taskset", "-c", str(SERVER_CPU), sys.executable, "-m", "harness.nullserver",
-           "--host", HOST, "--port", str(port), "--delay-ms", str(delay_ms)]
+    cmd = [
+        "taskset",
+        "-c",
+        str(SERVER_CPU),
+        sys.executable,
+        "-m",
+        "harness.nullserver",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--delay-ms",
+        str(delay_ms),
+    ]
     if stall_every_s > 0:
         cmd += ["--stall-every-s", str(stall_every_s), "--stall-s", str(stall_s)]
     child = Child(cmd, workdir / f"nullserver-{port}.log")
@@ -270,15 +297,17 @@ def nullserver(workdir: Path, delay_ms: float = 0.0, stall_every_s: float = 0.0,
 
 
 def endpoint(server: Server) -> HttpEndpoint:
-    return HttpEndpoint(HOST, server.port,
-                        (build_request(HOST, server.port, "POST", "/predict", BODY),))
+    return HttpEndpoint(
+        HOST, server.port, (build_request(HOST, server.port, "POST", "/predict", BODY),)
+    )
 
 
 # --------------------------------------------------------------------------- tool runners
 
 
-def run_engine(lp: LoadProcess, server: Server,
-               plan: StepPlan) -> tuple[StepRecords, dict[str, float]]:
+def run_engine(
+    lp: LoadProcess, server: Server, plan: StepPlan
+) -> tuple[StepRecords, dict[str, float]]:
     """One step of our engine; returns its records and the server-side load meanwhile."""
     meter = Meter(server)
     rec = lp.run(endpoint(server), plan)
@@ -288,9 +317,21 @@ def run_engine(lp: LoadProcess, server: Server,
 def run_wrk(server: Server, workdir: Path, connections: int, duration_s: int) -> dict[str, Any]:
     script = workdir / "wrk_post.lua"
     script.write_text(WRK_LUA % {"body": BODY.decode()})
-    cmd = ["taskset", "-c", str(CLIENT_CPU), "wrk", "-t1", f"-c{connections}",
-           f"-d{duration_s}s", "--timeout", "5s", "--latency", "-s", str(script),
-           f"{server.url}/predict"]
+    cmd = [
+        "taskset",
+        "-c",
+        str(CLIENT_CPU),
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{duration_s}s",
+        "--timeout",
+        "5s",
+        "--latency",
+        "-s",
+        str(script),
+        f"{server.url}/predict",
+    ]
     meter = Meter(server)
     child = Child(cmd, workdir / f"wrk-{connections}-{time.monotonic_ns()}.log")
     try:
@@ -308,27 +349,64 @@ def run_wrk(server: Server, workdir: Path, connections: int, duration_s: int) ->
     rps = re.search(r"Requests/sec:\s+([0-9.]+)", out)
     seconds = res["duration_us"] / 1e6
     res.update(
-        cpu_s=child.cpu_s(), wall_s=wall, **load,
+        cpu_s=child.cpu_s(),
+        wall_s=wall,
+        **load,
         throughput_rps=float(rps.group(1)) if rps else res["requests"] / seconds,
         client_cpu_pct=child.cpu_s() / wall * 100,
         cpu_us_per_req=child.cpu_s() / res["requests"] * 1e6 if res["requests"] else math.nan,
-        p50_ms=res["p50_us"] / 1e3, p90_ms=res["p90_us"] / 1e3, p99_ms=res["p99_us"] / 1e3,
+        p50_ms=res["p50_us"] / 1e3,
+        p90_ms=res["p90_us"] / 1e3,
+        p99_ms=res["p99_us"] / 1e3,
     )
     return res
 
 
-def run_locust(server: Server, workdir: Path, users: int, user_rate: float, duration_s: float,
-               warmup_s: float, latencies: bool) -> dict[str, Any]:
+def run_locust(
+    server: Server,
+    workdir: Path,
+    users: int,
+    user_rate: float,
+    duration_s: float,
+    warmup_s: float,
+    latencies: bool,
+) -> dict[str, Any]:
     out = workdir / f"locust-{time.monotonic_ns()}.json"
-    env = dict(os.environ, LB_OUT=str(out), LB_BODY=BODY.decode(), LB_USER_RATE=str(user_rate),
-               LB_WARMUP_S=str(warmup_s), LB_LATENCIES="1" if latencies else "0",
-               PYTHONUNBUFFERED="1")
+    env = dict(
+        os.environ,
+        LB_OUT=str(out),
+        LB_BODY=BODY.decode(),
+        LB_USER_RATE=str(user_rate),
+        LB_WARMUP_S=str(warmup_s),
+        LB_LATENCIES="1" if latencies else "0",
+        PYTHONUNBUFFERED="1",
+    )
     # -t counts from the start of spawning (-r users: about one second) and includes warm-up.
     run_time = math.ceil(1 + warmup_s + duration_s)
-    cmd = ["taskset", "-c", str(CLIENT_CPU), sys.executable, "-m", "locust",
-           "-f", str(LOCUSTFILE), "--headless", "-u", str(users), "-r", str(users),
-           "-t", f"{run_time}s", "--host", server.url, "--only-summary",
-           "--loglevel", "WARNING", "--stop-timeout", "2"]
+    cmd = [
+        "taskset",
+        "-c",
+        str(CLIENT_CPU),
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "-u",
+        str(users),
+        "-r",
+        str(users),
+        "-t",
+        f"{run_time}s",
+        "--host",
+        server.url,
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+        "--stop-timeout",
+        "2",
+    ]
     meter = Meter(server)
     child = Child(cmd, workdir / f"locust-{time.monotonic_ns()}.log", env=env)
     try:
@@ -343,14 +421,19 @@ def run_locust(server: Server, workdir: Path, users: int, user_rate: float, dura
     load = meter.stop(res.pop("t_start"), res.pop("t_end"))
     lat = np.asarray(res.pop("latencies_ms"), dtype=np.float64)
     res.update(
-        **load, process_cpu_s=child.cpu_s(),
+        **load,
+        process_cpu_s=child.cpu_s(),
         throughput_rps=res["requests"] / res["wall_s"],
         client_cpu_pct=res["cpu_s"] / res["wall_s"] * 100,
         cpu_us_per_req=res["cpu_s"] / res["requests"] * 1e6,
     )
     if latencies and len(lat):
-        res.update(samples=len(lat), p50_ms=float(np.percentile(lat, 50)),
-                   p90_ms=float(np.percentile(lat, 90)), p99_ms=float(np.percentile(lat, 99)))
+        res.update(
+            samples=len(lat),
+            p50_ms=float(np.percentile(lat, 50)),
+            p90_ms=float(np.percentile(lat, 90)),
+            p99_ms=float(np.percentile(lat, 99)),
+        )
     return res
 
 
@@ -369,13 +452,21 @@ def engine_figures(rec: StepRecords, load: dict[str, float]) -> dict[str, Any]:
     s = summarize(rec)
     n = len(rec)
     return {
-        "requests": n, "measured": s.requests, "errors": s.errors,
-        "cpu_s": rec.client_cpu_s, "wall_s": rec.client_wall_s,
+        "requests": n,
+        "measured": s.requests,
+        "errors": s.errors,
+        "cpu_s": rec.client_cpu_s,
+        "wall_s": rec.client_wall_s,
         "cpu_us_per_req": rec.client_cpu_s / n * 1e6 if n else math.nan,
-        "client_cpu_pct": s.client_cpu_pct, **load,
-        "throughput_rps": s.throughput_rps, "p50_ms": s.p50_ms, "p90_ms": s.p90_ms,
-        "p99_ms": s.p99_ms, "achieved_rate_ratio": s.achieved_rate_ratio,
-        "send_lag_p99_ms": s.send_lag_p99_ms, "connections": rec.connections,
+        "client_cpu_pct": s.client_cpu_pct,
+        **load,
+        "throughput_rps": s.throughput_rps,
+        "p50_ms": s.p50_ms,
+        "p90_ms": s.p90_ms,
+        "p99_ms": s.p99_ms,
+        "achieved_rate_ratio": s.achieved_rate_ratio,
+        "send_lag_p99_ms": s.send_lag_p99_ms,
+        "connections": rec.connections,
         "connection_cap_hit": rec.connection_cap_hit,
     }
 
@@ -383,28 +474,41 @@ def engine_figures(rec: StepRecords, load: dict[str, float]) -> dict[str, Any]:
 def part_cpu(lp: LoadProcess, workdir: Path, dur: int, warm: float) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with nullserver(workdir) as server:
-        rec, load = run_engine(lp, server, StepPlan(mode="closed", concurrency=32,
-                                                    duration_s=dur, warmup_s=warm))
+        rec, load = run_engine(
+            lp, server, StepPlan(mode="closed", concurrency=32, duration_s=dur, warmup_s=warm)
+        )
         out["ours"] = engine_figures(rec, load)
-        out["locust"] = guarded(run_locust, server, workdir, users=32, user_rate=0,
-                                duration_s=dur, warmup_s=warm, latencies=False)
+        out["locust"] = guarded(
+            run_locust,
+            server,
+            workdir,
+            users=32,
+            user_rate=0,
+            duration_s=dur,
+            warmup_s=warm,
+            latencies=False,
+        )
         out["wrk"] = guarded(run_wrk, server, workdir, connections=32, duration_s=dur)
     return out
 
 
-def part_rate(lp: LoadProcess, workdir: Path, rates: list[float], dur: float,
-              warm: float) -> dict[str, Any]:
+def part_rate(
+    lp: LoadProcess, workdir: Path, rates: list[float], dur: float, warm: float
+) -> dict[str, Any]:
     steps = []
     with nullserver(workdir) as server:
         for rate in rates:
-            plan = StepPlan(mode="open", rate=rate, arrival="constant", duration_s=dur,
-                            warmup_s=warm)
+            plan = StepPlan(
+                mode="open", rate=rate, arrival="constant", duration_s=dur, warmup_s=warm
+            )
             rec, load = run_engine(lp, server, plan)
             f = engine_figures(rec, load)
             f["rate"] = rate
-            f["held"] = bool(f["achieved_rate_ratio"] >= RATE_RATIO_MIN
-                             and f["send_lag_p99_ms"] < SEND_LAG_P99_MAX_MS
-                             and f["errors"] == 0)
+            f["held"] = bool(
+                f["achieved_rate_ratio"] >= RATE_RATIO_MIN
+                and f["send_lag_p99_ms"] < SEND_LAG_P99_MAX_MS
+                and f["errors"] == 0
+            )
             f["server_limited"] = server_limited(f)
             f["limited_by"] = limit_of(f)
             steps.append(f)
@@ -415,21 +519,36 @@ def part_rate(lp: LoadProcess, workdir: Path, rates: list[float], dur: float,
         limit = "no limit reached (the ladder ended)"
     else:
         limit = f"first miss at {first_miss['rate']:g}/s: {first_miss['limited_by']}"
-    return {"steps": steps, "max_sustained_rps": best, "top_of_ladder": best == max(rates),
-            "limited_by": limit}
+    return {
+        "steps": steps,
+        "max_sustained_rps": best,
+        "top_of_ladder": best == max(rates),
+        "limited_by": limit,
+    }
 
 
 def part_latency(lp: LoadProcess, workdir: Path, dur: int, warm: float) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with nullserver(workdir, delay_ms=DELAY_MS) as server:
-        rec, load = run_engine(lp, server, StepPlan(mode="open", rate=LATENCY_RATE,
-                                                    arrival="constant", duration_s=dur,
-                                                    warmup_s=warm))
+        rec, load = run_engine(
+            lp,
+            server,
+            StepPlan(
+                mode="open", rate=LATENCY_RATE, arrival="constant", duration_s=dur, warmup_s=warm
+            ),
+        )
         out["ours"] = engine_figures(rec, load)
         out["ours"]["mode"] = f"open loop, constant {LATENCY_RATE:g}/s"
-        out["locust"] = guarded(run_locust, server, workdir, users=20,
-                                user_rate=LATENCY_RATE / 20, duration_s=dur, warmup_s=warm,
-                                latencies=True)
+        out["locust"] = guarded(
+            run_locust,
+            server,
+            workdir,
+            users=20,
+            user_rate=LATENCY_RATE / 20,
+            duration_s=dur,
+            warmup_s=warm,
+            latencies=True,
+        )
         out["locust"]["mode"] = "closed loop per user: 20 users x constant_throughput(10)"
         out["wrk"] = guarded(run_wrk, server, workdir, connections=2, duration_s=dur)
         out["wrk"]["mode"] = "closed loop, -c2 (no rate: wrk2 not packaged)"
@@ -453,28 +572,44 @@ def stall_truth_ms(rec: StepRecords, server: Server) -> np.ndarray:
 
 def part_stall(lp: LoadProcess, workdir: Path, dur: int, warm: float) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    with nullserver(workdir, delay_ms=STALL_DELAY_MS, stall_every_s=STALL_EVERY_S,
-                    stall_s=STALL_S) as server:
+    with nullserver(
+        workdir, delay_ms=STALL_DELAY_MS, stall_every_s=STALL_EVERY_S, stall_s=STALL_S
+    ) as server:
         # Start so that the measured window opens mid-way between stalls: it then holds
         # whole stalls only (2 in 10 s). The truth below does not depend on this.
         target = (STALL_EVERY_S / 2 - warm) % STALL_EVERY_S
         phase = (time.perf_counter() - server.t0) % STALL_EVERY_S
         time.sleep((target - phase) % STALL_EVERY_S)
-        plan = StepPlan(mode="open", rate=LATENCY_RATE, arrival="constant", duration_s=dur,
-                        warmup_s=warm, timeout_s=5.0)
+        plan = StepPlan(
+            mode="open",
+            rate=LATENCY_RATE,
+            arrival="constant",
+            duration_s=dur,
+            warmup_s=warm,
+            timeout_s=5.0,
+        )
         rec, load = run_engine(lp, server, plan)
         ours = engine_figures(rec, load)
         truth = stall_truth_ms(rec, server)
-        ours.update(true_p50_ms=float(np.percentile(truth, 50)),
-                    true_p90_ms=float(np.percentile(truth, 90)),
-                    true_p99_ms=float(np.percentile(truth, 99)),
-                    stalled_share=float((truth > server.delay_ms * 1.5).mean()))
+        ours.update(
+            true_p50_ms=float(np.percentile(truth, 50)),
+            true_p90_ms=float(np.percentile(truth, 90)),
+            true_p99_ms=float(np.percentile(truth, 99)),
+            stalled_share=float((truth > server.delay_ms * 1.5).mean()),
+        )
         ours["p90_ratio"] = ours["p90_ms"] / ours["true_p90_ms"]
         ours["p99_ratio"] = ours["p99_ms"] / ours["true_p99_ms"]
         out["ours"] = ours
-        out["locust"] = guarded(run_locust, server, workdir, users=20,
-                                user_rate=LATENCY_RATE / 20, duration_s=dur, warmup_s=warm,
-                                latencies=True)
+        out["locust"] = guarded(
+            run_locust,
+            server,
+            workdir,
+            users=20,
+            user_rate=LATENCY_RATE / 20,
+            duration_s=dur,
+            warmup_s=warm,
+            latencies=True,
+        )
         out["locust"]["mode"] = "20 users x constant_throughput(10), closed loop per user"
         out["wrk"] = guarded(run_wrk, server, workdir, connections=4, duration_s=dur)
         out["wrk"]["mode"] = "closed loop, -c4"
@@ -496,6 +631,30 @@ def cell(res: dict[str, Any], key: str, spec: str = ".1f", unit: str = "") -> st
     return fmt(res.get(key), spec, unit)
 
 
+CORE_ROW = f"core {CLIENT_CPU} / core {SERVER_CPU} busy: all (not ours, approx.)"
+
+
+def other_load(res: dict[str, Any]) -> tuple[float, float]:
+    """Busy share of the client and server cores not used by the client or server process:
+    other processes on the box, and softirq (loopback network) time. Approximate: per-core
+    times are tick-sampled and span the whole tool run, the engine's CPU is exact and spans
+    its step only; clamped at 0."""
+    return (
+        max(0.0, res.get("client_core_busy_pct", math.nan) - res.get("client_cpu_pct", math.nan)),
+        max(0.0, res.get("server_core_busy_pct", math.nan) - res.get("server_cpu_pct", math.nan)),
+    )
+
+
+def core_cell(res: dict[str, Any]) -> str:
+    if "error" in res:
+        return "[red]error[/red]"
+    client_other, server_other = other_load(res)
+    return (
+        f"{fmt(res.get('client_core_busy_pct'), '.0f')}% ({fmt(client_other, '.0f')}%) / "
+        f"{fmt(res.get('server_core_busy_pct'), '.0f')}% ({fmt(server_other, '.0f')}%)"
+    )
+
+
 def verdict(ok: bool) -> str:
     return "[green]PASS[/green]" if ok else "[red]MISS[/red]"
 
@@ -505,24 +664,44 @@ def build_targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     ten_k = next((s for s in r["rate"]["steps"] if s["rate"] == OPEN_RATE_TARGET), None)
     lat = r["latency"]["ours"]
     st = r["stall"]["ours"]
-    rate_fig = (f"{OPEN_RATE_TARGET:g}/s: ratio {ten_k['achieved_rate_ratio']:.3f}, "
-                f"lag p99 {ten_k['send_lag_p99_ms']:.3f} ms" if ten_k else "not run")
+    rate_fig = (
+        f"{OPEN_RATE_TARGET:g}/s: ratio {ten_k['achieved_rate_ratio']:.3f}, "
+        f"lag p99 {ten_k['send_lag_p99_ms']:.3f} ms"
+        if ten_k
+        else "not run"
+    )
     return [
-        {"target": f"client CPU <= {CPU_US_TARGET:g} us/request (closed loop, c=32)",
-         "figure": f"{ours_cpu:.1f} us", "pass": ours_cpu <= CPU_US_TARGET},
-        {"target": f"open loop {OPEN_RATE_TARGET:g} req/s, one process, send-lag p99 "
-                   f"< {SEND_LAG_P99_MAX_MS:g} ms", "figure": rate_fig,
-         "pass": bool(ten_k and ten_k["held"])},
-        {"target": f"added p50 < {ADDED_P50_MAX_MS:g} ms (200/s, 5 ms server)",
-         "figure": f"{lat['added_p50_ms']:+.3f} ms",
-         "pass": lat["added_p50_ms"] < ADDED_P50_MAX_MS},
-        {"target": f"added p99 < {ADDED_P99_MAX_MS:g} ms (200/s, 5 ms server)",
-         "figure": f"{lat['added_p99_ms']:+.3f} ms",
-         "pass": lat["added_p99_ms"] < ADDED_P99_MAX_MS},
-        {"target": f"stall test: p90 within {STALL_TOLERANCE:.0%} of truth",
-         "figure": f"x{st['p90_ratio']:.3f}", "pass": abs(st["p90_ratio"] - 1) <= STALL_TOLERANCE},
-        {"target": f"stall test: p99 within {STALL_TOLERANCE:.0%} of truth",
-         "figure": f"x{st['p99_ratio']:.3f}", "pass": abs(st["p99_ratio"] - 1) <= STALL_TOLERANCE},
+        {
+            "target": f"client CPU <= {CPU_US_TARGET:g} us/request (closed loop, c=32)",
+            "figure": f"{ours_cpu:.1f} us",
+            "pass": ours_cpu <= CPU_US_TARGET,
+        },
+        {
+            "target": f"open loop {OPEN_RATE_TARGET:g} req/s, one process, send-lag p99 "
+            f"< {SEND_LAG_P99_MAX_MS:g} ms",
+            "figure": rate_fig,
+            "pass": bool(ten_k and ten_k["held"]),
+        },
+        {
+            "target": f"added p50 < {ADDED_P50_MAX_MS:g} ms (200/s, 5 ms server)",
+            "figure": f"{lat['added_p50_ms']:+.3f} ms",
+            "pass": lat["added_p50_ms"] < ADDED_P50_MAX_MS,
+        },
+        {
+            "target": f"added p99 < {ADDED_P99_MAX_MS:g} ms (200/s, 5 ms server)",
+            "figure": f"{lat['added_p99_ms']:+.3f} ms",
+            "pass": lat["added_p99_ms"] < ADDED_P99_MAX_MS,
+        },
+        {
+            "target": f"stall test: p90 within {STALL_TOLERANCE:.0%} of truth",
+            "figure": f"x{st['p90_ratio']:.3f}",
+            "pass": abs(st["p90_ratio"] - 1) <= STALL_TOLERANCE,
+        },
+        {
+            "target": f"stall test: p99 within {STALL_TOLERANCE:.0%} of truth",
+            "figure": f"x{st['p99_ratio']:.3f}",
+            "pass": abs(st["p99_ratio"] - 1) <= STALL_TOLERANCE,
+        },
     ]
 
 
@@ -531,9 +710,12 @@ def render(console: Console, r: dict[str, Any]) -> None:
     tools = ("ours", "locust", "wrk")
 
     load = r["meta"]["loadavg_start"]
-    t = Table(title=f"Load generators side by side ({r['meta']['mode']} run; client CPU "
-                    f"{CLIENT_CPU}, server CPU {SERVER_CPU}; load average at start "
-                    f"{load[0]:.2f} on {r['meta']['cpus']} CPUs)", show_lines=False)
+    t = Table(
+        title=f"Load generators side by side ({r['meta']['mode']} run; client CPU "
+        f"{CLIENT_CPU}, server CPU {SERVER_CPU}; load average at start "
+        f"{load[0]:.2f} on {r['meta']['cpus']} CPUs)",
+        show_lines=False,
+    )
     t.add_column("figure")
     t.add_column("target")
     t.add_column("ours (engine)", justify="right")
@@ -542,52 +724,93 @@ def render(console: Console, r: dict[str, Any]) -> None:
 
     t.add_section()
     t.add_row("[b]1. closed loop, 32 conns, null server[/b]", "", "", "", "")
-    t.add_row("client CPU per request", f"<= {CPU_US_TARGET:g} us",
-              *(cell(cpu[k], "cpu_us_per_req", ".1f", " us") for k in tools))
+    t.add_row(
+        "client CPU per request",
+        f"<= {CPU_US_TARGET:g} us",
+        *(cell(cpu[k], "cpu_us_per_req", ".1f", " us") for k in tools),
+    )
     t.add_row("throughput", "", *(cell(cpu[k], "throughput_rps", ",.0f", "/s") for k in tools))
     t.add_row("client core used", "", *(cell(cpu[k], "client_cpu_pct", ".0f", "%") for k in tools))
-    t.add_row("server process CPU", "",
-              *(cell(cpu[k], "server_cpu_pct", ".0f", "%") for k in tools))
-    t.add_row(f"core {CLIENT_CPU} / core {SERVER_CPU} busy (all procs)", "", *(
-        "[red]error[/red]" if "error" in cpu[k] else
-        f"{fmt(cpu[k].get('client_core_busy_pct'), '.0f')}% / "
-        f"{fmt(cpu[k].get('server_core_busy_pct'), '.0f')}%" for k in tools))
+    t.add_row(
+        "server process CPU", "", *(cell(cpu[k], "server_cpu_pct", ".0f", "%") for k in tools)
+    )
+    t.add_row(CORE_ROW, "", *(core_cell(cpu[k]) for k in tools))
     t.add_section()
     t.add_row("[b]2. highest rate, one load process[/b]", "", "", "", "")
-    t.add_row("closed loop (= throughput above)", "",
-              *(cell(cpu[k], "throughput_rps", ",.0f", "/s") for k in tools))
+    t.add_row(
+        "closed loop (= throughput above)",
+        "",
+        *(cell(cpu[k], "throughput_rps", ",.0f", "/s") for k in tools),
+    )
     best = rate["max_sustained_rps"]
-    t.add_row("open loop, ratio>=0.98 & lag p99<1 ms", f">= {OPEN_RATE_TARGET:,.0f}/s",
-              f"{'>= ' if rate['top_of_ladder'] else ''}{best:,.0f}/s",
-              "n/a (no open loop)", "n/a (no rate option)")
+    t.add_row(
+        "open loop, ratio>=0.98 & lag p99<1 ms",
+        f">= {OPEN_RATE_TARGET:,.0f}/s",
+        f"{'>= ' if rate['top_of_ladder'] else ''}{best:,.0f}/s",
+        "n/a (no open loop)",
+        "n/a (no rate option)",
+    )
     t.add_section()
     t.add_row(f"[b]3. 200 req/s, server delay {DELAY_MS:g} ms[/b]", "", "", "", "")
-    t.add_row("p50 / p99 measured", "", *(
-        "[red]error[/red]" if "error" in lat[k] else
-        f"{fmt(lat[k].get('p50_ms'), '.3f')} / {fmt(lat[k].get('p99_ms'), '.3f')} ms"
-        for k in tools))
-    t.add_row("added at p50", f"< {ADDED_P50_MAX_MS:g} ms",
-              *(cell(lat[k], "added_p50_ms", "+.3f", " ms") for k in tools))
-    t.add_row("added at p99", f"< {ADDED_P99_MAX_MS:g} ms",
-              *(cell(lat[k], "added_p99_ms", "+.3f", " ms") for k in tools))
+    t.add_row(
+        "p50 / p99 measured",
+        "",
+        *(
+            "[red]error[/red]"
+            if "error" in lat[k]
+            else f"{fmt(lat[k].get('p50_ms'), '.3f')} / {fmt(lat[k].get('p99_ms'), '.3f')} ms"
+            for k in tools
+        ),
+    )
+    t.add_row(
+        "added at p50",
+        f"< {ADDED_P50_MAX_MS:g} ms",
+        *(cell(lat[k], "added_p50_ms", "+.3f", " ms") for k in tools),
+    )
+    t.add_row(
+        "added at p99",
+        f"< {ADDED_P99_MAX_MS:g} ms",
+        *(cell(lat[k], "added_p99_ms", "+.3f", " ms") for k in tools),
+    )
+    t.add_row(CORE_ROW, "", *(core_cell(lat[k]) for k in tools))
     t.add_section()
-    t.add_row(f"[b]4. stall {STALL_S:g} s every {STALL_EVERY_S:g} s, 200 req/s[/b]",
-              "", "", "", "")
-    t.add_row("true p90 / p99 (ideal client)", "",
-              f"{st['ours']['true_p90_ms']:.1f} / {st['ours']['true_p99_ms']:.1f} ms", "", "")
-    t.add_row("measured p90", "within 10%",
-              *(cell(st[k], "p90_ms", ".1f", " ms") for k in tools))
-    t.add_row("measured p99", "within 10%",
-              *(cell(st[k], "p99_ms", ".1f", " ms") for k in tools))
+    t.add_row(f"[b]4. stall {STALL_S:g} s every {STALL_EVERY_S:g} s, 200 req/s[/b]", "", "", "", "")
+    t.add_row(
+        "true p90 / p99 (ideal client)",
+        "",
+        f"{st['ours']['true_p90_ms']:.1f} / {st['ours']['true_p99_ms']:.1f} ms",
+        "",
+        "",
+    )
+    t.add_row("measured p90", "within 10%", *(cell(st[k], "p90_ms", ".1f", " ms") for k in tools))
+    t.add_row("measured p99", "within 10%", *(cell(st[k], "p99_ms", ".1f", " ms") for k in tools))
     true90, true99 = st["ours"]["true_p90_ms"], st["ours"]["true_p99_ms"]
-    t.add_row("measured / true p90, p99", "0.90-1.10", *(
-        "[red]error[/red]" if "error" in st[k] else
-        f"x{st[k]['p90_ms'] / true90:.3f}, x{st[k]['p99_ms'] / true99:.3f}" for k in tools))
+    t.add_row(
+        "measured / true p90, p99",
+        "0.90-1.10",
+        *(
+            "[red]error[/red]"
+            if "error" in st[k]
+            else f"x{st[k]['p90_ms'] / true90:.3f}, x{st[k]['p99_ms'] / true99:.3f}"
+            for k in tools
+        ),
+    )
+    t.add_row(CORE_ROW, "", *(core_cell(st[k]) for k in tools))
     console.print(t)
 
     lt = Table(title="Our engine, open loop ladder against the null server (constant arrivals)")
-    for col in ("rate", "sent/asked", "send-lag p99", "client CPU", "us/request",
-                "server CPU", "p50 / p99", "held", "note"):
+    for col in (
+        "rate",
+        "sent/asked",
+        "send-lag p99",
+        "client CPU",
+        "us/request",
+        "server CPU",
+        "cores busy (not ours)",
+        "p50 / p99",
+        "held",
+        "note",
+    ):
         lt.add_column(col, justify="right" if col not in ("note",) else "left")
     for s in rate["steps"]:
         note = []
@@ -595,11 +818,18 @@ def render(console: Console, r: dict[str, Any]) -> None:
             note.append(s["limited_by"])
         if s["errors"]:
             note.append(f"{s['errors']} errors")
-        lt.add_row(f"{s['rate']:,.0f}/s", f"{s['achieved_rate_ratio']:.3f}",
-                   f"{s['send_lag_p99_ms']:.3f} ms", f"{s['client_cpu_pct']:.0f}%",
-                   f"{s['cpu_us_per_req']:.1f}", f"{s['server_cpu_pct']:.0f}%",
-                   f"{s['p50_ms']:.2f} / {s['p99_ms']:.2f} ms",
-                   "yes" if s["held"] else "[red]no[/red]", ", ".join(note))
+        lt.add_row(
+            f"{s['rate']:,.0f}/s",
+            f"{s['achieved_rate_ratio']:.3f}",
+            f"{s['send_lag_p99_ms']:.3f} ms",
+            f"{s['client_cpu_pct']:.0f}%",
+            f"{s['cpu_us_per_req']:.1f}",
+            f"{s['server_cpu_pct']:.0f}%",
+            core_cell(s),
+            f"{s['p50_ms']:.2f} / {s['p99_ms']:.2f} ms",
+            "yes" if s["held"] else "[red]no[/red]",
+            ", ".join(note),
+        )
     console.print(lt)
 
     tt = Table(title="Targets (our engine)")
@@ -624,21 +854,42 @@ def build_notes(r: dict[str, Any]) -> list[str]:
             res["limited_by"] = limit_of(res)
             notes.append(f"closed loop req/s, {k}: limited by {res['limited_by']}")
     notes.append(f"open loop ladder limited by: {r['rate']['limited_by']}")
-    notes.append("locust CPU: process_time over the measured window (after spawning and "
-                 "warm-up), import and spawn-up excluded; wrk CPU: rusage of the whole process")
-    notes.append("wrk 4 back-fills its histogram (stats_correct: synthetic samples every "
-                 "runtime/(requests per connection) below each long one) before done(), so "
-                 "its percentiles are not raw; locust latencies are raw events.request times")
-    notes.append("locust has no fixed-rate open loop: constant_throughput is closed loop per "
-                 "user (a stalled user waits); wrk has no rate at all (wrk2 not packaged), so "
-                 "its latencies are closed loop, measured from its own send")
-    notes.append("stall truth: per request, (stall remaining at its intended time) + "
-                 f"{STALL_DELAY_MS:g} ms, with the server's stall clock from its printed t0; "
-                 "locust/wrk ratios are against the same truth for contrast")
+    notes.append(
+        "locust CPU: process_time over the measured window (after spawning and "
+        "warm-up), import and spawn-up excluded; wrk CPU: rusage of the whole process"
+    )
+    notes.append(
+        "wrk 4 back-fills its histogram (stats_correct: synthetic samples every "
+        "runtime/(requests per connection) below each long one) before done(), so "
+        "its percentiles are not raw; locust latencies are raw events.request times"
+    )
+    notes.append(
+        "locust has no fixed-rate open loop: constant_throughput is closed loop per "
+        "user (a stalled user waits); wrk has no rate at all (wrk2 not packaged), so "
+        "its latencies are closed loop, measured from its own send"
+    )
+    notes.append(
+        "stall truth: per request, (stall remaining at its intended time) + "
+        f"{STALL_DELAY_MS:g} ms, with the server's stall clock from its printed t0; "
+        "locust/wrk ratios are against the same truth for contrast"
+    )
     for part in ("latency", "stall"):
         for k in ("locust", "wrk"):
             if "error" in r[part][k]:
                 notes.append(f"{k} ({part} test) failed: {r[part][k]['error']}")
+    shared = []
+    for part in ("cpu", "latency", "stall"):
+        for k in ("ours", "locust", "wrk"):
+            client_other, server_other = other_load(r[part].get(k, {}))
+            if max(client_other, server_other) > OTHER_LOAD_PCT:
+                shared.append(f"{part}/{k} ({client_other:.0f}% / {server_other:.0f}%)")
+    if shared:
+        notes.append(
+            f"cores busy with work other than the client/server process (> {OTHER_LOAD_PCT:g}% "
+            f"of core {CLIENT_CPU} / core {SERVER_CPU}; other processes or softirq) during: "
+            + ", ".join(shared)
+            + ": latency tails there include preemption, not only the tool"
+        )
     return notes
 
 
@@ -664,14 +915,19 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="short measurements (~1 min)")
-    parser.add_argument("--json", default=str(ROOT / "results" / "loadgen_bench.json"),
-                        help="where to write the figures as JSON")
+    parser.add_argument(
+        "--json",
+        default=str(ROOT / "results" / "loadgen_bench.json"),
+        help="where to write the figures as JSON",
+    )
     args = parser.parse_args(argv)
 
     cpus = os.sched_getaffinity(0)
     if not {SERVER_CPU, CLIENT_CPU} <= cpus:
-        print(f"needs CPUs {SERVER_CPU} and {CLIENT_CPU}; this process may use {sorted(cpus)}",
-              file=sys.stderr)
+        print(
+            f"needs CPUs {SERVER_CPU} and {CLIENT_CPU}; this process may use {sorted(cpus)}",
+            file=sys.stderr,
+        )
         return 2
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
@@ -690,12 +946,18 @@ def main(argv: list[str] | None = None) -> int:
     if not console.is_terminal:
         console = Console(width=150)
     started = time.perf_counter()
-    results: dict[str, Any] = {"meta": {
-        "mode": "quick" if args.quick else "full",
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "host": socket.gethostname(), "cpus": os.cpu_count(), "loadavg_start": os.getloadavg(),
-        "body": BODY.decode(), "server_cpu": SERVER_CPU, "client_cpu": CLIENT_CPU,
-    }}
+    results: dict[str, Any] = {
+        "meta": {
+            "mode": "quick" if args.quick else "full",
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "host": socket.gethostname(),
+            "cpus": os.cpu_count(),
+            "loadavg_start": os.getloadavg(),
+            "body": BODY.decode(),
+            "server_cpu": SERVER_CPU,
+            "client_cpu": CLIENT_CPU,
+        }
+    }
     lp: LoadProcess | None = None
     with tempfile.TemporaryDirectory(prefix="loadgen_bench-") as tmp:
         workdir = Path(tmp)

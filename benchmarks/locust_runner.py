@@ -26,7 +26,7 @@ from locust import FastHttpUser, constant, constant_throughput, events, task
 from locust.env import Environment
 
 _OUT = os.environ["LB_OUT"]
-_BODY = os.environ.get("LB_BODY", '{"inputs": [[0.0]]}').encode()
+_BODY = os.environ.get("LB_BODY", '{"inputs": [[0.0]]}')
 _USER_RATE = float(os.environ.get("LB_USER_RATE", "0"))
 _WARMUP_S = float(os.environ.get("LB_WARMUP_S", "0"))
 _LATENCIES = os.environ.get("LB_LATENCIES") == "1"
@@ -81,8 +81,14 @@ def _write(**_: Any) -> None:
         t0, cpu0, n0, f0 = _state["start"]
         t1, cpu1, n1, f1 = _snapshot()
         result = {
-            "ok": True, "t_start": t0, "t_end": t1, "wall_s": t1 - t0, "cpu_s": cpu1 - cpu0,
-            "requests": n1 - n0, "failures": f1 - f0, "latencies_ms": _latencies,
+            "ok": True,
+            "t_start": t0,
+            "t_end": t1,
+            "wall_s": t1 - t0,
+            "cpu_s": cpu1 - cpu0,
+            "requests": n1 - n0,
+            "failures": f1 - f0,
+            "latencies_ms": _latencies,
         }
     with open(_OUT, "w") as fh:
         json.dump(result, fh)

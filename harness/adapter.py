@@ -46,6 +46,19 @@ class ProcessSpec:
     cwd: Path | None = None
 
 
+@dataclass(frozen=True)
+class ContainerSpec:
+    """How to run the server in a container (the docker launcher's input)."""
+
+    image: str
+    command: list[str]
+    ports: dict[str, int]  # port name -> port inside the container
+    mounts: dict[str, str] = field(default_factory=dict)  # host path -> container path
+    env: dict[str, str] = field(default_factory=dict)
+    shm_size: str | None = None
+    gpus: bool = False
+
+
 @dataclass
 class Server:
     """A server as the runner sees it once launched (or reached, for external targets)."""
@@ -73,6 +86,8 @@ class Adapter(ABC, Generic[C]):
     ports: ClassVar[tuple[str, ...]] = ("http",)
     health_path: ClassVar[str] = "/health"
     baseline: ClassVar[bool] = False  # a reference point (the floor), never a "winner"
+    # log lines that mean the server will never become ready: fail fast, show the line
+    fatal_log_patterns: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: C) -> None:
         self.config = config
@@ -96,13 +111,34 @@ class Adapter(ABC, Generic[C]):
     ) -> ProcessSpec | None:
         """How to start the server locally; None when there is no server to start."""
 
+    def cleanup(self, workdir: Path) -> None:
+        """Remove scratch files the server left in `workdir` once it is stopped."""
+
+    def container_spec(
+        self, variant: BuiltVariant, workdir: Path, gpus: bool = False
+    ) -> ContainerSpec | None:
+        """How to run it in a container; None where the adapter has no container recipe."""
+        return None
+
+    def server_metrics(self, server: Server) -> dict[str, float]:
+        """Cumulative server-side counters (read before and after each step); {} if none."""
+        return {}
+
+    def breakdown(
+        self, before: dict[str, float], after: dict[str, float], requests: int
+    ) -> dict[str, float]:
+        """Per-step server view from two `server_metrics` readings: any of
+        `server_queue_ms`, `server_compute_ms` (per request) and `server_batch_avg`."""
+        return {}
+
     def base_url(self, host: str, ports: dict[str, int]) -> str:
         return f"http://{host}:{ports['http']}"
 
-    def probe(self, base_url: str) -> bool:
+    def probe(self, server: Server) -> bool:
         """True once the server answers inference (model loaded), not merely listens."""
         try:
-            return httpx.get(base_url + self.health_path, timeout=2.0).status_code == 200
+            url = f"{server.base_url}{self.health_path}"
+            return httpx.get(url, timeout=2.0).status_code == 200
         except httpx.HTTPError:
             return False
 

@@ -61,6 +61,10 @@ STEP_COLUMNS = [
     "loadgen_note",
     "connections",
     "started_at",
+    # the server's own view of the same step, where its framework reports one
+    "server_queue_ms",
+    "server_compute_ms",
+    "server_batch_avg",
 ]
 
 
@@ -137,11 +141,19 @@ class RunFolder:
         folder = self.path / "records" / target
         folder.mkdir(parents=True, exist_ok=True)
         cols = rec.to_columns()
+        n = len(rec)
         table = pa.table(
             {
+                # who and where, on every row, so merged records stay self-describing
+                "target": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), [target]),
+                "step": pa.array(np.full(n, step, np.int16)),
+                "repeat": pa.array(np.full(n, repeat, np.int16)),
                 **cols,
                 "in_window": rec.measured(),
-                "error_name": pa.array([ERROR_NAMES.get(int(e), str(e)) for e in rec.error]),
+                "error_name": pa.DictionaryArray.from_arrays(
+                    pa.array(rec.error.astype(np.int32)),
+                    [ERROR_NAMES[i] for i in range(len(ERROR_NAMES))],
+                ),
             }
         )
         path = folder / f"{step:03d}-r{repeat}.parquet"

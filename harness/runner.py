@@ -19,6 +19,7 @@ from harness.adapter import Adapter, Server
 from harness.errors import ServingBenchError, UnavailableError
 from harness.fidelity import check_fidelity
 from harness.launchers.base import LaunchRequest
+from harness.load.endpoints import Endpoint
 from harness.load.engine import StepPlan
 from harness.load.worker import LoadProcess
 from harness.models import ModelBundle, build_model
@@ -248,13 +249,14 @@ class _Run:
     ) -> None:
         assert self.bundle is not None
         count = min(self.scenario.dataset.samples, len(self.bundle.x_test))
-        endpoint = adapter.endpoint(server, variant, self.bundle.x_test[:count])
+        live = _Live(
+            target, adapter, server, adapter.endpoint(server, variant, self.bundle.x_test[:count])
+        )
         seed = self.scenario.seed + 1000 * repeat
         warm = warmup_plan(self.scenario.load, seed)
         if warm is not None:
             self.observer.on_phase(f"{target.name}: warm-up {warm.duration_s:g} s")
-            load.run(endpoint, warm)
-        in_process = server.base_url is None
+            load.run(live.endpoint, warm)
         gen = plans(self.scenario.load, seed)
         summary: StepSummary | None = None
         step = 0
@@ -263,27 +265,25 @@ class _Run:
                 plan = gen.send(summary) if step else next(gen)
             except StopIteration:
                 return
-            summary = self._one_step(target, endpoint, plan, load, step, repeat, in_process)
+            summary = self._one_step(live, plan, load, step, repeat)
             step += 1
 
     def _one_step(
-        self,
-        target: Any,
-        endpoint: Any,
-        plan: StepPlan,
-        load: LoadProcess,
-        step: int,
-        repeat: int,
-        in_process: bool,
+        self, live: _Live, plan: StepPlan, load: LoadProcess, step: int, repeat: int
     ) -> StepSummary:
+        target, adapter = live.target, live.adapter
         self.observer.on_step_start(target.name, plan)
         started = _now()
-        records = load.run(endpoint, plan)
+        before = adapter.server_metrics(live.server)
+        records = load.run(live.endpoint, plan)
+        after = adapter.server_metrics(live.server)
+        in_process = live.server.base_url is None
         summary = summarize(records, self.scenario.slo.latency_ms, in_process=in_process)
         self.folder.write_records(target.name, step, repeat, records)
         self.folder.append_step(
             {
                 **summary.to_dict(),
+                **adapter.breakdown(before, after, len(records)),
                 "target": target.name,
                 "adapter": target.adapter.kind,
                 "variant": target.variant,
@@ -303,3 +303,13 @@ class _Run:
         )
         self.observer.on_step_end(target.name, plan, summary)
         return summary
+
+
+@dataclass(frozen=True)
+class _Live:
+    """A target while its server is up: what each step needs."""
+
+    target: Any
+    adapter: Adapter[Any]
+    server: Server
+    endpoint: Endpoint

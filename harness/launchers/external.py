@@ -28,15 +28,15 @@ class ExternalLauncher(Launcher):
         started = time.perf_counter()
         deadline = time.monotonic() + request.startup_timeout_s
         request.log_path.write_text(f"external endpoint {base_url}: not started by servingbench\n")
-        while not request.adapter.probe(base_url):
+        server = Server(base_url=base_url, info={"external": True})
+        while not request.adapter.probe(server):
             if time.monotonic() > deadline:
                 raise LaunchError(
                     f"{request.target}: {base_url} not ready after {request.startup_timeout_s:g} s"
                 )
             time.sleep(0.2)
-        return Server(
-            base_url=base_url, startup_s=time.perf_counter() - started, info={"external": True}
-        )
+        server.startup_s = time.perf_counter() - started
+        return server
 
     def stop(self, server: Server) -> None:
         """Not ours to stop."""

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from typing import ClassVar, Literal
 
 import psutil
@@ -57,6 +58,10 @@ class ProcessLauncher(Launcher):
     description = "local subprocess in its own session on free loopback ports"
     config: ProcessConfig
 
+    def __init__(self, config: ProcessConfig) -> None:
+        super().__init__(config)
+        self._cleanups: dict[int, Callable[[], None]] = {}
+
     def start(self, request: LaunchRequest) -> Server:
         adapter = request.adapter
         ports = {name: free_port() for name in adapter.ports}
@@ -78,6 +83,7 @@ class ProcessLauncher(Launcher):
                 start_new_session=True,
             )
         _live[proc.pid] = proc
+        self._cleanups[proc.pid] = lambda: adapter.cleanup(request.workdir)
         server = Server(
             base_url=adapter.base_url(LOOPBACK, ports),
             ports=ports,
@@ -98,7 +104,6 @@ class ProcessLauncher(Launcher):
     def _wait_ready(
         self, proc: subprocess.Popen[bytes], server: Server, request: LaunchRequest
     ) -> None:
-        assert server.base_url is not None
         deadline = time.monotonic() + request.startup_timeout_s
         pause = 0.05
         while True:
@@ -109,8 +114,15 @@ class ProcessLauncher(Launcher):
                     f"(log: {request.log_path})",
                     tail(request.log_path),
                 )
-            if request.adapter.probe(server.base_url):
+            if request.adapter.probe(server):
                 return
+            fatal = _fatal_line(request.log_path, request.adapter.fatal_log_patterns)
+            if fatal:
+                raise LaunchError(
+                    f"{request.target}: server failed while starting: {fatal} "
+                    f"(log: {request.log_path})",
+                    tail(request.log_path),
+                )
             if time.monotonic() > deadline:
                 raise LaunchError(
                     f"{request.target}: not ready after {request.startup_timeout_s:g} s "
@@ -127,6 +139,19 @@ class ProcessLauncher(Launcher):
         if proc is None:
             return
         _terminate(proc, self.config.stop_grace_s)
+        cleanup = self._cleanups.pop(server.pid, None)
+        if cleanup is not None:
+            cleanup()
+
+
+def _fatal_line(log_path: os.PathLike[str] | str, patterns: tuple[str, ...]) -> str | None:
+    """The first log line matching a pattern the adapter says means 'will never be ready'."""
+    if not patterns:
+        return None
+    for line in tail(log_path, 200).splitlines():
+        if any(p in line for p in patterns):
+            return line.strip()[:300]
+    return None
 
 
 def _thread_env(threads: int) -> dict[str, str]:

@@ -121,10 +121,17 @@ class HttpPool:
 
     async def open(self, count: int) -> None:
         """Pre-open `count` connections (they become idle)."""
+        self.opening += count
         await asyncio.gather(*(self._connect() for _ in range(count)))
 
-    async def _connect(self) -> None:
+    def _start_connect(self) -> None:
+        # Count the attempt now, not when its task first runs: a burst of submits within one
+        # loop turn must see it, or every one of them starts a connection past the cap.
         self.opening += 1
+        self._loop.create_task(self._connect())
+
+    async def _connect(self) -> None:
+        """One connection attempt; the caller has already counted it in `opening`."""
         try:
             _, conn = await self._loop.create_connection(lambda: _Conn(self), self.host, self.port)
         except OSError as exc:
@@ -145,7 +152,7 @@ class HttpPool:
             return
         self.pending.append((index, intended_ns))
         if self.opened + self.opening < self.max_connections:
-            self._loop.create_task(self._connect())
+            self._start_connect()
         else:
             self.cap_hit = True
 
@@ -199,7 +206,7 @@ class HttpPool:
         if was_busy:
             self.on_done(intended, sent, perf_counter_ns(), 0, code, index)
         if self.pending and self.opened + self.opening < self.max_connections:
-            self._loop.create_task(self._connect())
+            self._start_connect()
 
     def _lost(self, conn: _Conn) -> None:
         if conn.transport is None and conn.sent == 0:
@@ -219,6 +226,11 @@ class HttpPool:
         for conn in [c for c in self.busy if c.sent and now - c.sent > timeout_ns]:
             self._note(f"request timed out after {timeout_ns / 1e9:g} s")
             self._fail(conn, ERR_TIMEOUT)
+        # Requests still waiting for a connection (cap reached) time out too, never vanish.
+        while self.pending and now - self.pending[0][1] > timeout_ns:
+            index, intended = self.pending.popleft()
+            self._note(f"request timed out after {timeout_ns / 1e9:g} s waiting for a connection")
+            self.on_done(intended, now, now, 0, ERR_TIMEOUT, index)
 
     def _note(self, message: str) -> None:
         if len(self.errors) < 20:

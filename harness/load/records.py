@@ -38,7 +38,7 @@ class StepRecords:
     warmup_ns: int
     window_ns: int  # end of the measured window (warm-up + duration)
     wall_t0: float  # wall clock (time.time) at t0, for timestamps only
-    client_cpu_s: float = 0.0  # CPU used by the load process during the measured window
+    client_cpu_s: float = 0.0  # CPU of the load process over the whole step (with warm-up, drain)
     client_wall_s: float = 0.0
     requested_rate: float | None = None
     connections: int = 0

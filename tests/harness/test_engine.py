@@ -99,3 +99,22 @@ def test_arrival_schedules() -> None:
     assert gaps.std() / gaps.mean() == pytest.approx(1.0, abs=0.1)  # exponential: CV = 1
     same = arrival_offsets_ns(StepPlan(mode="open", rate=1000, duration_s=10, seed=3))
     assert np.array_equal(poisson, same)  # the same seed gives every target the same load
+
+
+def test_connection_cap_is_kept_and_queued_requests_time_out(nullserver, load) -> None:
+    # 2 connections, a server that takes 1 s, 40 requests in 0.2 s: most wait for a
+    # connection; those still waiting past the timeout are recorded as timeouts, not lost.
+    with nullserver(delay_ms=1000) as port:
+        plan = StepPlan(
+            mode="open",
+            rate=200,
+            arrival="constant",
+            duration_s=0.2,
+            max_connections=2,
+            timeout_s=0.5,
+        )
+        rec = load.run(endpoint(port), plan)
+    assert len(rec) == 40
+    assert rec.connections <= 2 and rec.connection_cap_hit
+    assert (rec.error == ERR_TIMEOUT).all()
+    assert summarize(rec).loadgen_saturated

@@ -56,8 +56,8 @@ targets:
     adapter: {{kind: http}}
     variant: onnx
     launcher: {{kind: external, url: "http://127.0.0.1:{wrong_port}"}}
-  - name: fastapi-torchscript
-    adapter: {{kind: fastapi}}
+  - name: torchserve-torchscript-batch
+    adapter: {{kind: torchserve, batch_size: 8, max_batch_delay_ms: 2}}
     variant: torchscript
 """
 
@@ -121,7 +121,7 @@ def test_target_that_fails_to_start_does_not_stop_the_others(finished_run) -> No
     targets = {t["name"]: t for t in json.loads((run_dir / "targets.json").read_text())}
     assert targets["never-starts"]["status"] == "failed"
     assert "not ready after 1 s" in targets["never-starts"]["error"]
-    for name in ("floor", "fastapi-onnx-batch", "fastapi-torchscript"):
+    for name in ("floor", "fastapi-onnx-batch", "torchserve-torchscript-batch"):
         assert targets[name]["status"] == "ok", targets[name]
         assert targets[name]["fidelity"]["passed"], targets[name]["fidelity"]
     assert targets["fastapi-onnx-batch"]["startup_s"] > 0
@@ -163,8 +163,8 @@ def test_steps_csv_and_records(finished_run) -> None:
     # 4 targets reached the load (wrong-answers is flagged, not skipped) x 2 steps
     assert sorted(set(steps.target)) == [
         "fastapi-onnx-batch",
-        "fastapi-torchscript",
         "floor",
+        "torchserve-torchscript-batch",
         "wrong-answers",
     ]
     assert len(steps) == 8
@@ -179,6 +179,10 @@ def test_steps_csv_and_records(finished_run) -> None:
     assert records.in_window.sum() == 100
     assert (records.end_ns >= records.sent_ns).all()
     assert (run_dir / "logs" / "fastapi-onnx-batch.log").exists()
+    # TorchServe's own view of the same steps sits next to the client's
+    ts = steps[steps.target == "torchserve-torchscript-batch"]
+    assert (ts.server_queue_ms > 0).all() and (ts.server_compute_ms > 0).all()
+    assert ts.server_compute_ms.max() < ts.p99_ms.max()
 
 
 def test_report_written_and_escaped(finished_run) -> None:

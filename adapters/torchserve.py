@@ -1,0 +1,268 @@
+"""TorchServe: the .mar archive, a batching handler, the Java frontend.
+
+Recipe
+- serves: eager, torchscript, onnx, onnx-int8 (the handler runs `harness.runtime`)
+- files (in the target's workdir): `handler.py`, `model-store/model.mar` built by
+  `torch-model-archiver` (artifact + variant.json), `config.properties`, `log4j2.xml`
+  (WARN: TorchServe's default DEBUG logging costs 1-2 KB per request; the workers' own
+  startup lines and errors are kept), a private temp folder (short: it holds unix sockets)
+- starts: `torchserve --foreground` with every port explicit (inference, management,
+  metrics, two gRPC ports, `initial_worker_port`), token auth off, a private TMPDIR and
+  java.io.tmpdir, so instances never share sockets, PID files or unpacked models
+- ready: every worker READY in the management API (`/ping` says Healthy before that)
+- protocol: plain-json at `POST /predictions/model`; batches of requests are answered one
+  entry per request
+- server view: Prometheus counters `ts_queue_latency_microseconds` and
+  `ts_inference_latency_microseconds`, scraped around each step
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import httpx
+from pydantic import Field, NonNegativeInt, PositiveInt
+
+from harness.adapter import Adapter, AdapterConfig, Availability, ContainerSpec, ProcessSpec, Server
+from harness.errors import LaunchError
+from harness.protocols import PlainJsonClient, ProtocolClient
+from harness.variants import BuiltVariant
+
+MODEL = "model"
+IMAGE = "pytorch/torchserve:0.12.0-{flavour}"
+
+
+class TorchserveConfig(AdapterConfig):
+    kind: Literal["torchserve"]
+    workers: PositiveInt = Field(1, description="backend worker processes for the model")
+    batch_size: PositiveInt = Field(1, description="max requests per handler call")
+    max_batch_delay_ms: NonNegativeInt = Field(2, description="wait to fill a batch")
+    response_timeout_s: PositiveInt = 60
+    jvm_heap_mb: PositiveInt = 512
+    netty_threads: PositiveInt = Field(2, description="frontend I/O threads (default: 1/CPU)")
+
+
+class TorchserveAdapter(Adapter[TorchserveConfig]):
+    kind: ClassVar[str] = "torchserve"
+    config_class = TorchserveConfig
+    variants = frozenset({"eager", "torchscript", "onnx", "onnx-int8"})
+    description = "TorchServe 0.12 (Java frontend, Python workers), optional batching"
+    requires = ("ts", "model_archiver", "yaml")
+    ports = ("http", "management", "metrics", "grpc", "grpc_management", "worker")
+    # TorchServe keeps retrying dead workers and its launcher exits 0 on a bind failure:
+    # these lines in its log mean it will never become ready.
+    fatal_log_patterns = (
+        "Failed to bind",
+        "Address already in use",
+        "ModuleNotFoundError",
+        "Load model failed",
+        "Backend worker process died",
+    )
+
+    @classmethod
+    def availability(cls) -> Availability:
+        found = super().availability()
+        if found.available and shutil.which("java") is None:
+            return Availability(False, "Java 17 not found on PATH (TorchServe's frontend)")
+        return found
+
+    def prepare(self, variant: BuiltVariant, workdir: Path) -> None:
+        store = workdir / "model-store"
+        store.mkdir(parents=True, exist_ok=True)
+        handler = workdir / "handler.py"
+        handler.write_text(HANDLER)
+        archive = subprocess.run(
+            [sys.executable, "-m", "model_archiver.model_packaging", "--model-name", MODEL,
+             "--version", "1.0", "--serialized-file", str(variant.path / variant.artifact),
+             "--handler", str(handler), "--extra-files", str(variant.path / "variant.json"),
+             "--export-path", str(store), "--force"],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        if archive.returncode != 0:
+            raise LaunchError("torch-model-archiver failed", archive.stderr[-3000:])
+        (workdir / "log4j2.xml").write_text(LOG4J)
+
+    def __init__(self, config: TorchserveConfig) -> None:
+        super().__init__(config)
+        self._tmp: dict[Path, Path] = {}
+
+    def _private_tmp(self, workdir: Path) -> Path:
+        # Worker sockets live here and a unix socket path is limited to 107 bytes, so this
+        # is a short folder of its own under /tmp, not a subfolder of the run folder.
+        if workdir not in self._tmp:
+            self._tmp[workdir] = Path(tempfile.mkdtemp(prefix="sb-ts-"))
+        return self._tmp[workdir]
+
+    def cleanup(self, workdir: Path) -> None:
+        # worker sockets, the PID file and the unpacked model all live in the private tmp
+        tmp = self._tmp.pop(workdir, None)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _properties(self, workdir: Path, host: str, ports: dict[str, int]) -> str:
+        c = self.config
+        models = {MODEL: {"1.0": {
+            "defaultVersion": True, "marName": f"{MODEL}.mar", "minWorkers": c.workers,
+            "maxWorkers": c.workers, "batchSize": c.batch_size,
+            "maxBatchDelay": c.max_batch_delay_ms, "responseTimeout": c.response_timeout_s,
+        }}}  # fmt: skip
+        tmp = self._private_tmp(workdir)
+        lines = {
+            "inference_address": f"http://{host}:{ports['http']}",
+            "management_address": f"http://{host}:{ports['management']}",
+            "metrics_address": f"http://{host}:{ports['metrics']}",
+            "grpc_inference_address": host,
+            "grpc_management_address": host,
+            "grpc_inference_port": ports["grpc"],
+            "grpc_management_port": ports["grpc_management"],
+            "initial_worker_port": ports["worker"],
+            "number_of_netty_threads": c.netty_threads,
+            "netty_client_threads": c.netty_threads,
+            "default_workers_per_model": c.workers,
+            "disable_token_authorization": "true",
+            "enable_envvars_config": "false",
+            "install_py_dep_per_model": "false",
+            "metrics_mode": "prometheus",
+            "model_store": workdir / "model-store",
+            "load_models": f"{MODEL}.mar",
+            "models": json.dumps(models),
+            "vmargs": f"-Xmx{c.jvm_heap_mb}m -Djava.io.tmpdir={tmp} "
+            f"-Dlog4j.configurationFile=file://{workdir / 'log4j2.xml'}",
+        }
+        return "".join(f"{k}={v}\n" for k, v in lines.items())
+
+    def process_spec(
+        self, variant: BuiltVariant, workdir: Path, host: str, ports: dict[str, int]
+    ) -> ProcessSpec:
+        config = workdir / "config.properties"
+        config.write_text(self._properties(workdir, host, ports))
+        tmp = str(self._private_tmp(workdir))
+        argv = [str(Path(sys.executable).with_name("torchserve")), "--start", "--foreground",
+                "--ncs", "--disable-token-auth", "--ts-config", str(config),
+                "--model-store", str(workdir / "model-store")]  # fmt: skip
+        env = {"TMPDIR": tmp, "TEMP": tmp, "LOG_LOCATION": str(workdir / "logs"),
+               "METRICS_LOCATION": str(workdir / "logs"), "PYTHONPATH": _pythonpath()}  # fmt: skip
+        return ProcessSpec(argv=argv, env=env, cwd=workdir)
+
+    def container_spec(
+        self, variant: BuiltVariant, workdir: Path, gpus: bool = False
+    ) -> ContainerSpec:
+        ports = {"http": 8080, "management": 8081, "metrics": 8082, "grpc": 7070,
+                 "grpc_management": 7071, "worker": 9000}  # fmt: skip
+        config = self._properties(Path("/home/model-server/work"), "0.0.0.0", ports)
+        (workdir / "config.container.properties").write_text(config)
+        return ContainerSpec(
+            image=IMAGE.format(flavour="gpu" if gpus else "cpu"),
+            command=["torchserve", "--start", "--foreground", "--ncs", "--disable-token-auth",
+                     "--ts-config", "/home/model-server/work/config.container.properties"],
+            ports=ports, mounts={str(workdir): "/home/model-server/work"}, shm_size="1g",
+            gpus=gpus,
+        )  # fmt: skip
+
+    def probe(self, server: Server) -> bool:
+        management = f"http://{httpx.URL(server.base_url or '').host}:{server.ports['management']}"
+        try:
+            answer = httpx.get(f"{management}/models/{MODEL}", timeout=2.0)
+        except httpx.HTTPError:
+            return False
+        if answer.status_code != 200:
+            return False
+        workers = answer.json()[0].get("workers", [])
+        return len(workers) == self.config.workers and all(
+            w.get("status") == "READY" for w in workers
+        )
+
+    def client(self, base_url: str) -> ProtocolClient:
+        return PlainJsonClient(base_url, path=f"/predictions/{MODEL}")
+
+    def server_metrics(self, server: Server) -> dict[str, float]:
+        port = server.ports.get("metrics")
+        if not port:
+            return {}
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5.0).text
+        return {
+            "queue_us": _prometheus_sum(text, "ts_queue_latency_microseconds"),
+            "inference_us": _prometheus_sum(text, "ts_inference_latency_microseconds"),
+            "requests": _prometheus_sum(text, "ts_inference_requests_total"),
+        }
+
+    def breakdown(
+        self, before: dict[str, float], after: dict[str, float], requests: int
+    ) -> dict[str, float]:
+        served = after.get("requests", 0) - before.get("requests", 0)
+        if not before or served <= 0:
+            return {}
+        queue_ms = (after["queue_us"] - before["queue_us"]) / served / 1000
+        inference_ms = (after["inference_us"] - before["inference_us"]) / served / 1000
+        # inference latency counts from the frontend's receipt: compute = that minus queueing
+        return {"server_queue_ms": queue_ms, "server_compute_ms": inference_ms - queue_ms}
+
+
+def _pythonpath() -> str:
+    # the handler imports harness.runtime: make the project importable in the workers
+    return str(Path(__file__).resolve().parent.parent)
+
+
+def _prometheus_sum(text: str, name: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+HANDLER = '''\
+"""servingbench's TorchServe handler: plain-JSON in, one answer per request of a batch."""
+import json
+
+import numpy as np
+
+from harness.runtime import load_predictor
+
+_predict = None
+
+
+def handle(data, context):
+    global _predict
+    if _predict is None:
+        _predict = load_predictor(context.system_properties["model_dir"])
+    if data is None:
+        return None
+    batches = []
+    for request in data:
+        body = request.get("body") if request.get("body") is not None else request.get("data")
+        if isinstance(body, (bytes, bytearray)):
+            body = json.loads(body)
+        batches.append(np.asarray(body["inputs"], np.float32))
+    outputs = _predict(np.concatenate(batches))
+    answers, start = [], 0
+    for x in batches:
+        answers.append({"outputs": outputs[start : start + len(x)].tolist(),
+                        "batch_size": len(data)})
+        start += len(x)
+    return answers
+'''
+
+LOG4J = """\
+<?xml version="1.0" encoding="UTF-8"?>
+<Configuration status="WARN">
+  <Appenders>
+    <Console name="STDOUT" target="SYSTEM_OUT">
+      <PatternLayout pattern="%d{ISO8601} [%-5p] %t %c - %m%n"/>
+    </Console>
+  </Appenders>
+  <Loggers>
+    <Logger name="ACCESS_LOG" level="off"/>
+    <Logger name="MODEL_LOG" level="info"/>
+    <Logger name="TS_METRICS" level="off"/>
+    <Logger name="MODEL_METRICS" level="off"/>
+    <Root level="warn"><AppenderRef ref="STDOUT"/></Root>
+  </Loggers>
+</Configuration>
+"""
