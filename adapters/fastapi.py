@@ -14,7 +14,6 @@ Recipe
 import argparse
 import json
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,6 +24,7 @@ from pydantic import Field, NonNegativeFloat, PositiveInt
 
 from harness.adapter import Adapter, AdapterConfig, ProcessSpec
 from harness.config import StrictModel
+from harness.environments import PYTHON
 from harness.variants import BuiltVariant
 
 
@@ -54,7 +54,7 @@ class FastapiAdapter(Adapter[FastapiConfig]):
             env["SB_MAX_BATCH"] = str(self.config.batching.max_batch_size)
             env["SB_MAX_DELAY_MS"] = str(self.config.batching.max_delay_ms)
         argv = [
-            sys.executable,
+            PYTHON,
             "-m",
             "adapters.fastapi",
             "--host",

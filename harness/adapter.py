@@ -25,6 +25,7 @@ import httpx
 import numpy as np
 
 from harness.config import StrictModel
+from harness.environments import Environment
 from harness.load.endpoints import Endpoint
 from harness.protocols import PlainJsonClient, ProtocolClient
 from harness.variants import BuiltVariant
@@ -86,6 +87,8 @@ class Adapter(ABC, Generic[C]):
     ports: ClassVar[tuple[str, ...]] = ("http",)
     health_path: ClassVar[str] = "/health"
     baseline: ClassVar[bool] = False  # a reference point (the floor), never a "winner"
+    # a virtual environment of its own when its pins clash with the harness's (else None)
+    environment: ClassVar[Environment | None] = None
     # log lines that mean the server will never become ready: fail fast, show the line
     fatal_log_patterns: ClassVar[tuple[str, ...]] = ()
 
@@ -94,6 +97,12 @@ class Adapter(ABC, Generic[C]):
 
     @classmethod
     def availability(cls) -> Availability:
+        if cls.environment is not None:  # `requires` are checked inside that environment
+            if cls.environment.ready:
+                return Availability(True, f"own environment {cls.environment.path}")
+            return Availability(
+                True, f"own environment, created on first use ({cls.environment.name})"
+            )
         missing = [m for m in cls.requires if importlib.util.find_spec(m) is None]
         if missing:
             return Availability(False, f"missing Python package(s): {', '.join(missing)}")

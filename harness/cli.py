@@ -68,14 +68,14 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.profiles import levels
+    from harness.profiles import expected_steps
     from harness.runner import run_scenario
     from harness.scenario import load_scenario, target_by_name
 
     scenario = load_scenario(args.scenario)
     names = [n for n in (args.targets or "").split(",") if n]
     targets = target_by_name(scenario, names)
-    total = len(targets) * len(levels(scenario.load.profile)) * scenario.repeats
+    total = len(targets) * expected_steps(scenario.load.profile) * scenario.repeats
     signal.signal(signal.SIGTERM, _raise_interrupt)  # teardown runs on TERM as on Ctrl-C
     columns = (
         TextColumn("{task.description}"),

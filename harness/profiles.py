@@ -10,13 +10,26 @@ from collections.abc import Generator
 from typing import Any
 
 from harness.load.engine import StepPlan
-from harness.scenario import ClosedLevel, ClosedProfile, LoadSpec, OpenLevel, OpenProfile
+from harness.scenario import (
+    ClosedLevel,
+    ClosedProfile,
+    LoadSpec,
+    OpenLevel,
+    OpenProfile,
+    SloSearchProfile,
+    SloSpec,
+)
 from harness.stats import StepSummary
 
-PlanGenerator = Generator[StepPlan, StepSummary | None, None]
+# Yields plans, receives each step's summary, returns what it found (SLO search) or None.
+PlanGenerator = Generator[StepPlan, StepSummary | None, dict[str, Any] | None]
+MAX_ERROR_RATE = 0.01  # an SLO level with more failed requests than this does not pass
 
 
 def levels(profile: Any) -> list[ClosedLevel | OpenLevel]:
+    """The fixed levels of a profile (an SLO search starts from its first rate)."""
+    if isinstance(profile, SloSearchProfile):
+        return [OpenLevel(mode="open", rate=profile.start_rate, arrival=profile.arrival)]
     if isinstance(profile, ClosedProfile):
         return [ClosedLevel(mode="closed", concurrency=c) for c in profile.concurrency]
     if isinstance(profile, OpenProfile):
@@ -44,10 +57,64 @@ def plan_for(
     return StepPlan(mode="open", rate=level.rate, arrival=level.arrival, **common)
 
 
-def plans(load: LoadSpec, seed: int) -> PlanGenerator:
-    """The steps of a fixed profile (closed, open or sweep), in order."""
+def expected_steps(profile: Any) -> int:
+    """How many steps a profile runs (an upper bound for an SLO search)."""
+    return profile.max_steps if isinstance(profile, SloSearchProfile) else len(levels(profile))
+
+
+def plans(load: LoadSpec, seed: int, slo: SloSpec | None = None) -> PlanGenerator:
+    """The steps of the scenario's profile, in order."""
+    if isinstance(load.profile, SloSearchProfile):
+        return (yield from slo_search(load.profile, load, seed, slo or SloSpec()))
     for index, level in enumerate(levels(load.profile)):
         yield plan_for(level, load, seed + index)
+    return None
+
+
+def meets_slo(summary: StepSummary, slo: SloSpec) -> bool:
+    """The step's SLO percentile is under the SLO, few errors, and the numbers are valid."""
+    value = summary.slo_percentile_ms
+    return (
+        summary.valid
+        and summary.error_rate <= MAX_ERROR_RATE
+        and value == value  # not NaN: enough samples for the percentile
+        and value <= slo.latency_ms
+    )
+
+
+def slo_search(profile: SloSearchProfile, load: LoadSpec, seed: int, slo: SloSpec) -> PlanGenerator:
+    """Bracket (multiply by `growth`) then bisect (geometric mean) the open-loop rate."""
+    passing: float | None = None  # highest rate that met the SLO
+    failing: float | None = None  # lowest rate that did not
+    rate = profile.start_rate
+    steps = 0
+    for steps in range(1, profile.max_steps + 1):
+        level = OpenLevel(mode="open", rate=round(rate, 3), arrival=profile.arrival)
+        summary = yield plan_for(level, load, seed + steps)
+        if summary is not None and meets_slo(summary, slo):
+            passing = max(passing or 0.0, level.rate)
+        else:
+            failing = min(failing or float("inf"), level.rate)
+        if failing is None:
+            if level.rate >= profile.max_rate:
+                break  # meets the SLO at the highest rate allowed
+            rate = min(level.rate * profile.growth, profile.max_rate)
+        elif passing is None:
+            rate = level.rate / profile.growth
+        elif failing / passing - 1 <= profile.precision:
+            break
+        else:
+            rate = (passing * failing) ** 0.5
+    return {
+        "kind": "slo_search",
+        "rate": passing,
+        "bracket": [passing, failing],
+        "slo_ms": slo.latency_ms,
+        "percentile": slo.percentile,
+        "steps": steps,
+        "converged": passing is not None
+        and (failing is None or failing / passing - 1 <= profile.precision),
+    }
 
 
 def warmup_plan(load: LoadSpec, seed: int) -> StepPlan | None:

@@ -61,6 +61,18 @@ STEP_COLUMNS = [
     "loadgen_note",
     "connections",
     "started_at",
+    # how sure we are (harness/confidence.py) and whether the step counts
+    "p50_ms_ci_low",
+    "p50_ms_ci_high",
+    "p99_ms_ci_low",
+    "p99_ms_ci_high",
+    "throughput_rps_ci_low",
+    "throughput_rps_ci_high",
+    "cv",
+    "stable",
+    "valid",
+    "invalid_reason",
+    "insufficient",
     # the server's own view of the same step, where its framework reports one
     "server_queue_ms",
     "server_compute_ms",
@@ -155,6 +167,10 @@ class RunFolder:
                     [ERROR_NAMES[i] for i in range(len(ERROR_NAMES))],
                 ),
             }
+        )
+        # the measured window's bounds travel with the records (verdicts re-cut blocks)
+        table = table.replace_schema_metadata(
+            {"warmup_ns": str(rec.warmup_ns), "window_ns": str(rec.window_ns)}
         )
         path = folder / f"{step:03d}-r{repeat}.parquet"
         tmp = path.with_suffix(".tmp")

@@ -29,8 +29,9 @@ from harness.provenance import collect
 from harness.results import RunFolder, new_run_id
 from harness.runtime import thread_count
 from harness.scenario import Scenario, target_by_name
-from harness.stats import StepSummary, summarize
+from harness.stats import StatsRules, StepSummary, summarize
 from harness.variants import BuiltVariant, build_variant
+from harness.verdicts import write_verdicts
 
 
 @dataclass
@@ -74,6 +75,7 @@ def run_scenario(
             for repeat in range(scenario.repeats):
                 for index, target in enumerate(targets):
                     run.run_target(target, load, repeat, index, len(targets))
+        run.conclude()
         status = "finished"
     except KeyboardInterrupt:
         status = "interrupted"
@@ -191,6 +193,18 @@ class _Run:
             if server is not None:
                 launcher.stop(server)
 
+    def conclude(self) -> None:
+        """Pairwise verdicts between the targets that ran and answered correctly."""
+        if not (self.folder.path / "steps.csv").exists():
+            return
+        self.observer.on_phase("computing verdicts")
+        trusted = {
+            t["name"]
+            for t in self.folder.read("targets.json")
+            if t.get("status") == "ok" and (t.get("fidelity") or {}).get("passed")
+        }
+        write_verdicts(self.folder.path, trusted)
+
     def _finish_target(self, name: str, status: str, error: str | None) -> None:
         if status != "ok":
             self.failures.append(f"{name}: {(error or status).splitlines()[0]}")
@@ -257,13 +271,15 @@ class _Run:
         if warm is not None:
             self.observer.on_phase(f"{target.name}: warm-up {warm.duration_s:g} s")
             load.run(live.endpoint, warm)
-        gen = plans(self.scenario.load, seed)
+        gen = plans(self.scenario.load, seed, self.scenario.slo)
         summary: StepSummary | None = None
         step = 0
         while True:
             try:
                 plan = gen.send(summary) if step else next(gen)
-            except StopIteration:
+            except StopIteration as done:
+                if done.value:  # what the profile found (an SLO search's rate and bracket)
+                    self.folder.update_target(target.name, {"search": done.value})
                 return
             summary = self._one_step(live, plan, load, step, repeat)
             step += 1
@@ -278,7 +294,11 @@ class _Run:
         records = load.run(live.endpoint, plan)
         after = adapter.server_metrics(live.server)
         in_process = live.server.base_url is None
-        summary = summarize(records, self.scenario.slo.latency_ms, in_process=in_process)
+        stability = self.scenario.load.stability
+        rules = StatsRules(stability.window_s, stability.windows, stability.tolerance,
+                           stability.percentile)  # fmt: skip
+        summary = summarize(records, self.scenario.slo.latency_ms, in_process, rules,
+                            self.scenario.slo.percentile)  # fmt: skip
         self.folder.write_records(target.name, step, repeat, records)
         self.folder.append_step(
             {

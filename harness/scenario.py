@@ -108,7 +108,34 @@ class SweepProfile(StrictModel):
     steps: list[Level] = Field(min_length=1)
 
 
-ProfileSpec = Annotated[ClosedProfile | OpenProfile | SweepProfile, Field(discriminator="kind")]
+class SloSearchProfile(StrictModel):
+    """The highest open-loop rate whose latency percentile stays under the SLO."""
+
+    kind: Literal["slo_search"]
+    start_rate: PositiveFloat = 50.0
+    max_rate: PositiveFloat = 100_000.0
+    growth: float = Field(2.0, gt=1, description="rate multiplier while bracketing")
+    precision: float = Field(0.05, gt=0, lt=1, description="stop when hi/lo - 1 <= this")
+    max_steps: PositiveInt = 12
+    arrival: Literal["constant", "poisson"] = "poisson"
+
+
+ProfileSpec = Annotated[
+    ClosedProfile | OpenProfile | SweepProfile | SloSearchProfile, Field(discriminator="kind")
+]
+
+
+class StabilitySpec(StrictModel):
+    """A step is measured in windows; it is stable when its last `windows` windows agree
+    within `tolerance` on throughput and on `percentile`."""
+
+    window_s: PositiveFloat = 1.0
+    windows: int = Field(3, ge=2)
+    tolerance: PositiveFloat = 0.10
+    percentile: float = Field(99.0, gt=0, lt=100)
+    max_duration_s: PositiveFloat | None = Field(
+        None, description="extend an unstable step up to this long (default: no extension)"
+    )
 
 
 class LoadSpec(StrictModel):
@@ -119,6 +146,15 @@ class LoadSpec(StrictModel):
     timeout_s: PositiveFloat = Field(10.0, description="per-request timeout")
     max_connections: PositiveInt = Field(2048, description="open-loop connection cap")
     max_requests_per_step: PositiveInt = 2_000_000
+    stability: StabilitySpec = StabilitySpec()
+
+    @model_validator(mode="after")
+    def _windows_fit(self) -> LoadSpec:
+        if self.stability.max_duration_s is not None and (
+            self.stability.max_duration_s < self.duration_s
+        ):
+            raise ValueError("stability.max_duration_s must be at least duration_s")
+        return self
 
 
 class ScenarioBase(StrictModel):

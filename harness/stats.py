@@ -11,11 +11,31 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from harness.confidence import (
+    Blocks,
+    bootstrap,
+    ci_block_seconds,
+    enough_samples,
+    interval,
+    make_blocks,
+    rate_ci,
+    stable,
+)
 from harness.load.records import StepRecords
 
 LOADGEN_CPU_LIMIT = 0.90  # fraction of one core above which the client may be the bottleneck
 RATE_RATIO_LIMIT = 0.98  # achieved/requested open-loop send rate below this: falling behind
 SEND_LAG_P99_LIMIT_MS = 5.0  # p99 lateness of sends beyond which the schedule was not held
+
+
+@dataclass(frozen=True)
+class StatsRules:
+    """How a step is judged: its stability windows and the percentile that matters."""
+
+    window_s: float = 1.0
+    windows: int = 3
+    tolerance: float = 0.10
+    percentile: float = 99.0
 
 
 @dataclass
@@ -36,8 +56,20 @@ class StepSummary:
     send_lag_p99_ms: float
     loadgen_saturated: bool
     loadgen_note: str
+    p50_ms_ci_low: float = math.nan
+    p50_ms_ci_high: float = math.nan
+    p99_ms_ci_low: float = math.nan
+    p99_ms_ci_high: float = math.nan
+    throughput_rps_ci_low: float = math.nan
+    throughput_rps_ci_high: float = math.nan
+    cv: float = math.nan
+    stable: bool | None = None
+    valid: bool = True
+    invalid_reason: str = ""
+    insufficient: str = ""  # percentiles left out for lack of samples
+    slo_percentile_ms: float = math.nan  # the SLO's percentile (e.g. p99) of this step
 
-    def to_dict(self) -> dict[str, float | int | bool | str]:
+    def to_dict(self) -> dict[str, float | int | bool | str | None]:
         return asdict(self)
 
 
@@ -58,9 +90,49 @@ def achieved_rate_ratio(intended_ns: np.ndarray, sent_ns: np.ndarray) -> float:
     return intended_span / sent_span if sent_span > 0 else math.nan
 
 
+def step_blocks(rec: StepRecords, window_s: float) -> Blocks:
+    """The measured window of a step cut into stability windows (successes only)."""
+    mask = rec.measured() & (rec.error == 0)
+    return make_blocks(
+        rec.intended_ns[mask], rec.latency_ns[mask] / 1e6, rec.warmup_ns, rec.window_ns, window_s
+    )
+
+
 def summarize(
-    rec: StepRecords, slo_ms: float | None = None, in_process: bool = False
+    rec: StepRecords,
+    slo_ms: float | None = None,
+    in_process: bool = False,
+    rules: StatsRules | None = None,
+    slo_percentile: float = 99.0,
 ) -> StepSummary:
+    summary = _point_summary(rec, slo_ms, in_process)
+    blocks = step_blocks(rec, ci_block_seconds(summary.duration_s))
+    windows = step_blocks(rec, (rules or StatsRules()).window_s)
+    _add_confidence(summary, blocks, windows, rules)
+    if enough_samples(blocks.count, slo_percentile):
+        summary.slo_percentile_ms = percentile(np.concatenate(blocks.latencies), slo_percentile)
+    return summary
+
+
+def _add_confidence(
+    summary: StepSummary, blocks: Blocks, windows: Blocks, rules: StatsRules | None
+) -> None:
+    rules = rules or StatsRules()
+    boot = bootstrap(blocks, [50, 99])
+    summary.p50_ms_ci_low, summary.p50_ms_ci_high = interval(boot["p50"])
+    summary.p99_ms_ci_low, summary.p99_ms_ci_high = interval(boot["p99"])
+    low, high, summary.cv = rate_ci(blocks)
+    summary.throughput_rps_ci_low, summary.throughput_rps_ci_high = low, high
+    summary.stable = stable(windows, rules.percentile, rules.windows, rules.tolerance)
+    short = [f"p{q:g}" for q in (50, 90, 99) if not enough_samples(blocks.count, q)]
+    for name in short:  # a percentile of too few samples is noise, not a number
+        setattr(summary, f"{name}_ms", math.nan)
+    summary.insufficient = ", ".join(short)
+    summary.valid = not summary.loadgen_saturated
+    summary.invalid_reason = summary.loadgen_note
+
+
+def _point_summary(rec: StepRecords, slo_ms: float | None, in_process: bool) -> StepSummary:
     mask = rec.measured()
     duration_s = (rec.window_ns - rec.warmup_ns) / 1e9
     ok = mask & (rec.error == 0)

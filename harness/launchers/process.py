@@ -22,6 +22,7 @@ from typing import ClassVar, Literal
 import psutil
 from pydantic import PositiveFloat
 
+from harness import environments
 from harness.adapter import Server
 from harness.errors import LaunchError
 from harness.launchers.base import Launcher, LauncherConfig, LaunchRequest
@@ -70,11 +71,20 @@ class ProcessLauncher(Launcher):
         spec = adapter.process_spec(request.variant, request.workdir, LOOPBACK, ports)
         if spec is None:  # nothing to launch: the load engine calls the model itself
             return Server(base_url=None, startup_s=0.0, info={"threads": request.threads})
-        env = {**os.environ, **_thread_env(request.threads), **spec.env, "PYTHONUNBUFFERED": "1"}
+        own_env = adapter.environment
+        if own_env is not None:
+            environments.ensure(own_env)
+        env = {
+            **os.environ,
+            **_thread_env(request.threads),
+            **environments.server_env(own_env),
+            **spec.env,
+            "PYTHONUNBUFFERED": "1",
+        }
         started = time.perf_counter()
         with open(request.log_path, "ab") as log:
             proc = subprocess.Popen(
-                spec.argv,
+                environments.resolve_argv(spec.argv, own_env),
                 cwd=spec.cwd or os.getcwd(),
                 env=env,
                 stdin=subprocess.DEVNULL,

@@ -1,0 +1,167 @@
+"""Confidence intervals and stability over time blocks of a step. Pure numpy, no I/O.
+
+Requests within a step are not independent (a queue that builds up slows a run of
+consecutive requests), so resampling single requests would make intervals too narrow.
+Instead a step is cut into equal time blocks (the stability windows) and whole blocks
+are resampled: the block bootstrap. Repeats of a step simply contribute more blocks.
+
+- percentiles: bootstrap over ~50 short blocks per step (latencies thinned above a cap)
+- throughput: Student-t interval over per-block rates
+- ratios between two targets: bootstrap both sides independently
+- a percentile is reported only with enough samples beyond it (MLPerf's rule of thumb:
+  at least MIN_TAIL_SAMPLES past the percentile), else it is "insufficient data"
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+MIN_TAIL_SAMPLES = 10
+BOOTSTRAP_RESAMPLES = 300
+POOL_CAP = 50_000  # latencies kept per bootstrap (thinned uniformly above this, for speed)
+CI_BLOCKS = 50  # blocks per step for intervals: short enough to resample, long enough to
+CI_BLOCK_MIN_S = 0.05  # keep a queue's busy period inside one block
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """One step (or several repeats of it) cut into equal time blocks."""
+
+    latencies: list[np.ndarray]  # successful requests' latencies (ms) per block
+    seconds: float  # duration of one block
+
+    @property
+    def rates(self) -> np.ndarray:
+        return np.array([len(b) / self.seconds for b in self.latencies])
+
+    @property
+    def count(self) -> int:
+        return sum(len(b) for b in self.latencies)
+
+    def __add__(self, other: Blocks) -> Blocks:
+        return Blocks(self.latencies + other.latencies, self.seconds)
+
+
+def make_blocks(
+    intended_ns: np.ndarray, latency_ms: np.ndarray, start_ns: int, end_ns: int, block_s: float
+) -> Blocks:
+    """Split successful requests by intended send time into blocks of `block_s` seconds."""
+    n_blocks = max(1, round((end_ns - start_ns) / 1e9 / block_s))
+    seconds = (end_ns - start_ns) / 1e9 / n_blocks
+    index = np.clip(((intended_ns - start_ns) / 1e9 // seconds).astype(np.int64), 0, n_blocks - 1)
+    order = np.argsort(index, kind="stable")
+    bounds = np.searchsorted(index[order], np.arange(n_blocks + 1))
+    sorted_lat = latency_ms[order]
+    return Blocks([sorted_lat[bounds[i] : bounds[i + 1]] for i in range(n_blocks)], seconds)
+
+
+def ci_block_seconds(duration_s: float) -> float:
+    return max(CI_BLOCK_MIN_S, duration_s / CI_BLOCKS)
+
+
+def enough_samples(n: int, q: float) -> bool:
+    """Is a q-th percentile (0..100) of n samples meaningful?"""
+    return n * (1 - q / 100) >= MIN_TAIL_SAMPLES - 1e-9  # 100 x 0.1 is 9.999... in floats
+
+
+def _thin(blocks: Blocks, rng: np.random.Generator) -> list[np.ndarray]:
+    total = blocks.count
+    if total <= POOL_CAP:
+        return blocks.latencies
+    keep = POOL_CAP / total
+    return [b[rng.random(len(b)) < keep] for b in blocks.latencies]
+
+
+def bootstrap(blocks: Blocks, qs: Sequence[float], seed: int = 0) -> dict[str, np.ndarray]:
+    """Bootstrap distributions over blocks: each percentile in `qs` and the mean rate.
+
+    Computed once per (target, step) and reused for its own intervals and for every ratio
+    against another target (independent resamples divided index by index).
+    """
+    rng = np.random.default_rng(seed)
+    parts = _thin(blocks, rng)
+    rates = blocks.rates
+    k = len(parts)
+    out = {f"p{q:g}": np.full(BOOTSTRAP_RESAMPLES, math.nan) for q in qs}
+    out["rate"] = np.full(BOOTSTRAP_RESAMPLES, math.nan)
+    if k < 2:
+        return out
+    usable = [q for q in qs if enough_samples(blocks.count, q)]
+    for i in range(BOOTSTRAP_RESAMPLES):
+        pick = rng.integers(0, k, k)
+        out["rate"][i] = rates[pick].mean()
+        pooled = np.concatenate([parts[j] for j in pick])
+        if usable and len(pooled):
+            for q, value in zip(usable, np.percentile(pooled, usable), strict=True):
+                out[f"p{q:g}"][i] = value
+    return out
+
+
+def percentile_ci(blocks: Blocks, q: float, seed: int = 0) -> tuple[float, float]:
+    """95% block-bootstrap interval of the q-th percentile; NaNs if too few samples."""
+    return interval(bootstrap(blocks, [q], seed)[f"p{q:g}"])
+
+
+def rate_ci(blocks: Blocks) -> tuple[float, float, float]:
+    """(low, high, coefficient of variation) of the mean per-block throughput (t-interval)."""
+    rates = blocks.rates
+    if len(rates) < 2:
+        return math.nan, math.nan, math.nan
+    mean, sd = float(rates.mean()), float(rates.std(ddof=1))
+    t = float(scipy_stats.t.ppf(0.5 + CONFIDENCE / 2, len(rates) - 1))
+    half = t * sd / math.sqrt(len(rates))
+    return mean - half, mean + half, (sd / mean if mean > 0 else math.nan)
+
+
+def ratio_ci(boot_a: np.ndarray, boot_b: np.ndarray) -> tuple[float, float]:
+    """Interval of a/b from two independent bootstrap distributions of the same size."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return interval(boot_a / boot_b)
+
+
+def interval(samples: np.ndarray) -> tuple[float, float]:
+    samples = samples[np.isfinite(samples)]
+    if not len(samples):
+        return math.nan, math.nan
+    tail = (1 - CONFIDENCE) / 2 * 100
+    lo, hi = np.percentile(samples, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def stable(blocks: Blocks, q: float, windows: int, tolerance: float) -> bool | None:
+    """Do the last `windows` blocks agree within `tolerance` on throughput and the q-th
+    percentile? None when there are too few blocks to say."""
+    last = blocks.latencies[-windows:]
+    if len(blocks.latencies) < windows:
+        return None
+    rates = np.array([len(b) for b in last], dtype=float)
+    if rates.min() <= 0:
+        return False
+    if rates.max() / rates.min() - 1 > tolerance:
+        return False
+    tails = [float(np.percentile(b, q)) for b in last if enough_samples(len(b), q)]
+    if len(tails) < len(last):  # too few samples per window for this percentile: use p50
+        tails = [float(np.percentile(b, 50)) for b in last]
+    return bool(min(tails) > 0 and max(tails) / min(tails) - 1 <= tolerance)
+
+
+def verdict_word(low: float, high: float, higher_is_better: bool) -> str:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "insufficient data"
+    if low <= 1 <= high:
+        return "no significant difference"
+    better = low > 1 if higher_is_better else high < 1
+    return "faster" if better else "slower"
+
+
+def pooled(blocks: Sequence[Blocks]) -> Blocks:
+    result = blocks[0]
+    for more in blocks[1:]:
+        result = result + more
+    return result

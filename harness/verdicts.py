@@ -1,0 +1,125 @@
+"""Verdicts: for each pair of targets at each load level, is one faster, and how sure?
+
+Records of all repeats of a (target, level) are pooled, cut into short blocks and
+bootstrapped once; each pair's ratio of p50, p99 and throughput gets a 95% interval from
+the two bootstrap distributions, and a word: "faster", "slower" or "no significant
+difference" (the interval contains 1). Point estimates alone never decide. Reads only the
+run folder, so a report can always recompute them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from harness.confidence import (
+    Blocks,
+    bootstrap,
+    ci_block_seconds,
+    make_blocks,
+    pooled,
+    ratio_ci,
+    verdict_word,
+)
+
+METRICS = (("p50_ms", "p50", False), ("p99_ms", "p99", False), ("throughput_rps", "rate", True))
+
+
+@dataclass
+class Verdict:
+    label: str
+    target_a: str
+    target_b: str
+    metric: str
+    value_a: float
+    value_b: float
+    ratio: float
+    ci_low: float
+    ci_high: float
+    verdict: str  # target_a is <verdict> than target_b
+    trusted: bool  # both steps valid and both targets passed fidelity
+
+
+def _step_blocks(path: Path) -> Blocks | None:
+    table = pq.read_table(path, columns=["intended_ns", "end_ns", "error", "in_window"])
+    meta = table.schema.metadata or {}
+    frame = table.to_pandas()
+    ok = frame[frame.in_window & (frame.error == 0)]
+    if b"warmup_ns" not in meta:
+        return None
+    start, end = int(meta[b"warmup_ns"]), int(meta[b"window_ns"])
+    latency = (ok.end_ns - ok.intended_ns).to_numpy() / 1e6
+    seconds = ci_block_seconds((end - start) / 1e9)
+    return make_blocks(ok.intended_ns.to_numpy(), latency, start, end, seconds)
+
+
+@dataclass
+class _Side:
+    boot: dict[str, np.ndarray]
+    point: dict[str, float]
+    valid: bool
+
+
+def _side(run_dir: Path, target: str, runs: pd.DataFrame, seed: int) -> _Side | None:
+    """All repeats of one target at one level, pooled and bootstrapped once."""
+    folder = run_dir / "records" / target
+    parts = [
+        _step_blocks(folder / f"{int(step):03d}-r{int(repeat)}.parquet")
+        for step, repeat in zip(runs["step"], runs["repeat"], strict=True)
+    ]
+    usable = [p for p in parts if p is not None]
+    if not usable:
+        return None
+    blocks = pooled(usable)
+    latencies = np.concatenate(blocks.latencies)
+    enough = len(latencies) > 0
+    return _Side(
+        boot=bootstrap(blocks, [50, 99], seed=seed),
+        point={
+            "p50": float(np.percentile(latencies, 50)) if enough else math.nan,
+            "p99": float(np.percentile(latencies, 99)) if enough else math.nan,
+            "rate": float(blocks.rates.mean()),
+        },
+        valid=bool(runs["valid"].astype(str).eq("True").all()),
+    )
+
+
+def compute_verdicts(run_dir: Path, trusted_targets: set[str] | None = None) -> pd.DataFrame:
+    """All pairwise verdicts of a run folder (empty frame if fewer than two targets)."""
+    steps = pd.read_csv(run_dir / "steps.csv")
+    rows: list[Verdict] = []
+    for label, group in steps.groupby("label", sort=False):
+        sides: dict[str, _Side] = {}
+        for seed, (target, runs) in enumerate(group.groupby("target", sort=False)):
+            side = _side(run_dir, str(target), runs, seed)
+            if side is not None:
+                sides[str(target)] = side
+        for a, b in itertools.combinations(sides, 2):
+            trusted = (
+                sides[a].valid
+                and sides[b].valid
+                and (trusted_targets is None or {a, b} <= trusted_targets)
+            )
+            for metric, key, higher_better in METRICS:
+                low, high = ratio_ci(sides[a].boot[key], sides[b].boot[key])
+                va, vb = sides[a].point[key], sides[b].point[key]
+                ratio = va / vb if vb else math.nan
+                word = verdict_word(low, high, higher_better)
+                rows.append(
+                    Verdict(str(label), a, b, metric, va, vb, ratio, low, high, word, trusted)
+                )
+    return pd.DataFrame([asdict(v) for v in rows], columns=list(Verdict.__dataclass_fields__))
+
+
+def write_verdicts(run_dir: Path, trusted_targets: set[str] | None = None) -> Path:
+    frame = compute_verdicts(run_dir, trusted_targets)
+    path = run_dir / "verdicts.csv"
+    frame.to_csv(path.with_suffix(".tmp"), index=False)
+    path.with_suffix(".tmp").replace(path)
+    return path
