@@ -1,11 +1,14 @@
 """A minimal HTTP server with a known behaviour, for calibration and tests.
 
-Answers every request with a fixed plain-JSON body after an optional fixed delay, and can
+Answers every request with a fixed plain-JSON body after an optional fixed delay (plus a
+uniform jitter; or serially, one request at a time, a known service rate), and can
 stall periodically (every `stall_every_s` seconds it holds all answers for `stall_s`), like
 a GC pause. Written on uvloop + httptools so that it is never the bottleneck when the
 load generator's own overhead is measured against it.
 
-    python -m harness.nullserver --port 8000 [--delay-ms 5] [--stall-every-s 5 --stall-s 1]
+    python -m harness.nullserver --port 8000 [--delay-ms 5] [--jitter-ms 10
+                                 [--jitter-dist exponential]] [--serial]
+                                 [--stall-every-s 5 --stall-s 1]
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import signal
 import time
 
@@ -82,8 +86,17 @@ class NullServer:
         stall_every_s: float = 0.0,
         stall_s: float = 0.0,
         outputs: list[list[float]] | None = None,
+        jitter_ms: float = 0.0,
+        serial: bool = False,
+        seed: int = 0,
+        jitter_dist: str = "uniform",
     ) -> None:
+        self.jitter_dist = jitter_dist
         self.delay_s = delay_ms / 1000
+        self.jitter_s = jitter_ms / 1000
+        self.serial = serial  # one request at a time, FIFO: a known capacity of 1/delay
+        self.busy_until = 0.0
+        self.rng = random.Random(seed)
         self.stall_every_s = stall_every_s
         self.stall_s = stall_s
         self.t0 = time.perf_counter()
@@ -94,8 +107,19 @@ class NullServer:
     def response_for(self, url: bytes) -> bytes:
         return self.health if url.startswith(b"/health") else self.ok
 
+    def _jitter(self) -> float:
+        if not self.jitter_s:
+            return 0.0
+        if self.jitter_dist == "exponential":  # jitter_s is the mean
+            return self.rng.expovariate(1 / self.jitter_s)
+        return self.rng.uniform(0, self.jitter_s)
+
     def delay_for(self, now: float) -> float:
-        delay = self.delay_s
+        delay = self.delay_s + self._jitter()
+        if self.serial:  # queue behind the request in service
+            start = max(now, self.busy_until)
+            self.busy_until = start + delay
+            return self.busy_until - now
         if self.stall_every_s > 0 and self.stall_s > 0:
             phase = (now - self.t0) % self.stall_every_s
             if phase < self.stall_s:  # inside a stall: answer when it ends
@@ -126,9 +150,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stall-every-s", type=float, default=0.0)
     parser.add_argument("--stall-s", type=float, default=0.0)
     parser.add_argument("--outputs", default=None, help="JSON list of output rows to answer")
+    parser.add_argument("--jitter-ms", type=float, default=0.0, help="plus uniform(0, jitter)")
+    parser.add_argument("--serial", action="store_true", help="serve one request at a time")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jitter-dist", choices=["uniform", "exponential"], default="uniform")
     args = parser.parse_args(argv)
     outputs = json.loads(args.outputs) if args.outputs else None
-    server = NullServer(args.delay_ms, args.stall_every_s, args.stall_s, outputs)
+    server = NullServer(
+        args.delay_ms,
+        args.stall_every_s,
+        args.stall_s,
+        outputs,
+        args.jitter_ms,
+        args.serial,
+        args.seed,
+        args.jitter_dist,
+    )
     try:
         import uvloop
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any
 
+from harness.confidence import MIN_TAIL_SAMPLES
 from harness.load.engine import StepPlan
 from harness.scenario import (
     ClosedLevel,
@@ -82,6 +83,12 @@ def meets_slo(summary: StepSummary, slo: SloSpec) -> bool:
     )
 
 
+def _long_enough(duration_s: float, rate: float, percentile: float) -> float:
+    """A step long enough for the SLO percentile to mean something at this rate (capped)."""
+    needed = MIN_TAIL_SAMPLES / (1 - percentile / 100) / rate * 1.1
+    return min(max(duration_s, needed), 10 * duration_s)
+
+
 def slo_search(profile: SloSearchProfile, load: LoadSpec, seed: int, slo: SloSpec) -> PlanGenerator:
     """Bracket (multiply by `growth`) then bisect (geometric mean) the open-loop rate."""
     passing: float | None = None  # highest rate that met the SLO
@@ -90,7 +97,8 @@ def slo_search(profile: SloSearchProfile, load: LoadSpec, seed: int, slo: SloSpe
     steps = 0
     for steps in range(1, profile.max_steps + 1):
         level = OpenLevel(mode="open", rate=round(rate, 3), arrival=profile.arrival)
-        summary = yield plan_for(level, load, seed + steps)
+        summary = yield plan_for(level, load, seed + steps, duration_s=_long_enough(
+            load.duration_s, level.rate, slo.percentile))  # fmt: skip
         if summary is not None and meets_slo(summary, slo):
             passing = max(passing or 0.0, level.rate)
         else:

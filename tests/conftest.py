@@ -15,9 +15,15 @@ import httpx
 import psutil
 import pytest
 
+from harness.cache import cache_root
 from harness.launchers.process import free_port
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+# Adapter environments (pip installs of minutes) outlive the throw-away build cache below:
+# they stay where the user's own runs keep them unless SERVINGBENCH_ENVS says otherwise.
+os.environ.setdefault("SERVINGBENCH_ENVS", str(cache_root() / "envs"))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -81,7 +87,8 @@ def nullserver() -> Callable[..., contextlib.AbstractContextManager[int]]:
         port = free_port()
         argv = [sys.executable, "-m", "harness.nullserver", "--port", str(port)]
         for key, value in options.items():
-            argv += [f"--{key.replace('_', '-')}", str(value)]
+            flag = f"--{key.replace('_', '-')}"
+            argv += [flag] if value is True else [flag, str(value)]
         with running(argv, f"http://127.0.0.1:{port}/health", cpus=_server_cpus()):
             yield port
 
