@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 MIN_TAIL_SAMPLES = 10
 BOOTSTRAP_RESAMPLES = 300
@@ -113,6 +112,8 @@ def rate_ci(blocks: Blocks) -> tuple[float, float, float]:
     rates = blocks.rates
     if len(rates) < 2:
         return math.nan, math.nan, math.nan
+    from scipy import stats as scipy_stats  # lazy: the load process never needs it
+
     mean, sd = float(rates.mean()), float(rates.std(ddof=1))
     t = float(scipy_stats.t.ppf(0.5 + CONFIDENCE / 2, len(rates) - 1))
     half = t * sd / math.sqrt(len(rates))

@@ -45,7 +45,15 @@ def plan_for(
     duration_s: float | None = None,
     warmup_s: float | None = None,
 ) -> StepPlan:
+    stability = load.stability
     common: dict[str, Any] = {
+        "max_duration_s": stability.max_duration_s,
+        "stability": (
+            stability.window_s,
+            stability.windows,
+            stability.tolerance,
+            stability.percentile,
+        ),
         "duration_s": load.duration_s if duration_s is None else duration_s,
         "warmup_s": load.warmup_s if warmup_s is None else warmup_s,
         "timeout_s": load.timeout_s,

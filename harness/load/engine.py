@@ -23,7 +23,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from harness.load.endpoints import Endpoint, HttpEndpoint, InProcessEndpoint
+from harness.confidence import make_blocks, stable
+from harness.load.endpoints import Endpoint, GrpcEndpoint, HttpEndpoint, InProcessEndpoint
 from harness.load.records import StepRecords
 
 COARSE_MARGIN_NS = 2_000_000  # timer sleeps stop this early (libuv timers: 1 ms resolution)
@@ -44,6 +45,9 @@ class StepPlan:
     max_requests: int = 2_000_000
     seed: int = 0
     keep_bodies: bool = False
+    # Extend an unstable step up to this long, checking every stability window; None: fixed.
+    max_duration_s: float | None = None
+    stability: tuple[float, int, float, float] | None = None  # window_s, windows, tol, q
 
     @property
     def label(self) -> str:
@@ -58,7 +62,7 @@ class StepPlan:
 
 def arrival_offsets_ns(plan: StepPlan) -> np.ndarray:
     """Intended send times (ns from t0) for the whole step, warm-up included."""
-    total_s = plan.warmup_s + plan.duration_s
+    total_s = plan.warmup_s + _longest(plan)
     expected = int(total_s * plan.rate)
     if expected > plan.max_requests:
         raise ValueError(
@@ -104,6 +108,17 @@ def _make_transport(endpoint: Endpoint, plan: StepPlan, on_done: Any) -> Any:
             max_connections=plan.max_connections,
             keep_bodies=plan.keep_bodies,
         )
+    if isinstance(endpoint, GrpcEndpoint):
+        from harness.load.grpc import GrpcPool
+
+        return GrpcPool(
+            endpoint.host,
+            endpoint.port,
+            endpoint.method,
+            list(endpoint.requests),
+            on_done,
+            keep_bodies=plan.keep_bodies,
+        )
     if isinstance(endpoint, InProcessEndpoint):
         from harness.load.inprocess import InProcessTransport
         from harness.runtime import load_predictor
@@ -125,7 +140,7 @@ async def run_step(endpoint: Endpoint, plan: StepPlan) -> StepRecords:
     loop = asyncio.get_running_loop()
     rec = _Recorder()
     done = loop.create_future()
-    state = {"stop_ns": 0, "outstanding": 0, "next": 0, "dispatched_all": False}
+    state: dict[str, int] = {"stop_ns": 0, "outstanding": 0, "next": 0, "dispatched_all": 0}
 
     def on_done(intended: int, sent: int, end: int, status: int, error: int, index: int) -> None:
         rec.add(intended, sent, end, status, error)
@@ -146,17 +161,19 @@ async def run_step(endpoint: Endpoint, plan: StepPlan) -> StepRecords:
     cpu0, wall0 = time.process_time(), time.time()
     t0 = perf_counter_ns()
     try:
+        state["stop_ns"] = t0 + int((plan.warmup_s + _longest(plan)) * 1e9)
+        monitor = loop.create_task(_watch_stability(plan, rec, state, t0))
         if plan.mode == "closed":
-            state["stop_ns"] = t0 + int((plan.warmup_s + plan.duration_s) * 1e9)
             for _ in range(plan.concurrency):
                 state["outstanding"] += 1
                 state["next"] += 1
                 transport.submit(state["next"] - 1, perf_counter_ns())
-            await asyncio.sleep(plan.warmup_s + plan.duration_s)
+            await monitor  # returns when the step is long enough (and stable, if asked)
             state["dispatched_all"] = True
         else:
             offsets = arrival_offsets_ns(plan) + t0
             await _pace(transport, offsets, state)
+            monitor.cancel()
             state["dispatched_all"] = True
         if state["outstanding"] > 0:
             # Drain: the slowest requests are the last to finish; never drop them.
@@ -178,7 +195,7 @@ async def run_step(endpoint: Endpoint, plan: StepPlan) -> StepRecords:
         status=np.asarray(rec.status, np.int16),
         error=np.asarray(rec.error, np.int8),
         warmup_ns=int(plan.warmup_s * 1e9),
-        window_ns=int((plan.warmup_s + plan.duration_s) * 1e9),
+        window_ns=int(state["stop_ns"] - t0),
         wall_t0=wall0,
         client_cpu_s=cpu1 - cpu0,
         client_wall_s=wall1 - wall0,
@@ -193,6 +210,37 @@ async def run_step(endpoint: Endpoint, plan: StepPlan) -> StepRecords:
     )
 
 
+def _longest(plan: StepPlan) -> float:
+    return max(plan.duration_s, plan.max_duration_s or 0.0) if plan.stability else plan.duration_s
+
+
+async def _watch_stability(plan: StepPlan, rec: _Recorder, state: dict[str, int], t0: int) -> None:
+    """Sleep the step's duration; then, if the plan asks, extend window by window until the
+    last windows agree (or the maximum is reached). Moves `stop_ns` to the chosen end."""
+    min_end = t0 + int((plan.warmup_s + plan.duration_s) * 1e9)
+    await asyncio.sleep(plan.warmup_s + plan.duration_s)
+    while perf_counter_ns() < min_end:  # uvloop's ms timers may wake a little early
+        await asyncio.sleep(0.001)
+    if plan.stability is None or not plan.max_duration_s or plan.max_duration_s <= plan.duration_s:
+        state["stop_ns"] = min_end
+        return
+    window_s, windows, tolerance, q = plan.stability
+    warmup_ns = t0 + int(plan.warmup_s * 1e9)
+    while perf_counter_ns() < state["stop_ns"]:
+        # judge whole windows that ended one window ago, so stragglers have landed
+        now = perf_counter_ns()
+        judged_end = now - int(window_s * 1e9)
+        intended = np.asarray(rec.intended, np.int64)
+        latency = (np.asarray(rec.end, np.int64) - intended) / 1e6
+        ok = (np.asarray(rec.error) == 0) & (intended >= warmup_ns) & (intended < judged_end)
+        blocks = make_blocks(intended[ok], latency[ok], warmup_ns, judged_end, window_s)
+        if stable(blocks, q, windows, tolerance):
+            state["stop_ns"] = max(now, min_end)
+            return
+        await asyncio.sleep(window_s)
+    state["stop_ns"] = min(state["stop_ns"], perf_counter_ns())
+
+
 def _preopen(plan: StepPlan) -> int:
     # Enough for ~20 ms of arrivals in flight; more are opened on demand.
     return max(4, min(plan.max_connections, int(plan.rate * 0.02) + 4))
@@ -203,7 +251,7 @@ async def _pace(transport: Any, offsets: np.ndarray, state: dict[str, int]) -> N
     times = offsets.tolist()
     n = len(times)
     i = 0
-    while i < n:
+    while i < n and times[i] < state["stop_ns"]:  # the stability watcher may end it early
         now = perf_counter_ns()
         while i < n and times[i] <= now:
             state["outstanding"] += 1

@@ -39,7 +39,12 @@ class LoadProcess:
                 raise ServingBenchError(
                     f"the load process died (exit code {self._proc.exitcode}) during {plan.label}"
                 )
-        kind, payload = self._conn.recv()
+        try:
+            kind, payload = self._conn.recv()
+        except (EOFError, OSError) as exc:
+            raise ServingBenchError(
+                f"the load process died (exit code {self._proc.exitcode}) during {plan.label}"
+            ) from exc
         if kind == "error":
             raise ServingBenchError(f"the load process failed during {plan.label}:\n{payload}")
         return payload

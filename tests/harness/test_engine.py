@@ -118,3 +118,31 @@ def test_connection_cap_is_kept_and_queued_requests_time_out(nullserver, load) -
     assert rec.connections <= 2 and rec.connection_cap_hit
     assert (rec.error == ERR_TIMEOUT).all()
     assert summarize(rec).loadgen_saturated
+
+
+def test_unstable_step_is_extended_and_stable_one_is_not(nullserver, load) -> None:
+    stability = (0.5, 3, 0.25, 99.0)
+    with nullserver(delay_ms=2) as port:
+        steady = load.run(
+            endpoint(port),
+            StepPlan(
+                mode="open",
+                rate=400,
+                arrival="constant",
+                duration_s=2,
+                max_duration_s=6,
+                stability=stability,
+            ),
+        )
+    # stable from the start: stops at (or just after) its minimum duration
+    assert 2.0 <= (steady.window_ns - steady.warmup_ns) / 1e9 < 3.1
+    with nullserver(delay_ms=2, stall_every_s=1.3, stall_s=0.4) as port:
+        noisy = load.run(
+            endpoint(port),
+            StepPlan(
+                mode="closed", concurrency=4, duration_s=2, max_duration_s=4, stability=stability
+            ),
+        )
+    # never stable: runs to its maximum, and its records cover the whole extended window
+    assert (noisy.window_ns - noisy.warmup_ns) / 1e9 == pytest.approx(4.0, abs=0.2)
+    assert noisy.intended_ns.max() > 3.5e9
