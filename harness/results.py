@@ -73,6 +73,7 @@ STEP_COLUMNS = [
     "valid",
     "invalid_reason",
     "insufficient",
+    "slo_percentile_ms",
     # the server's own view of the same step, where its framework reports one
     "server_queue_ms",
     "server_compute_ms",

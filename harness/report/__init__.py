@@ -9,18 +9,16 @@ data URIs, which are plain base64 and need no `|safe`.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shlex
-from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 
 import jinja2
-import pandas as pd
 
-from harness.report import charts
+from harness.report import charts, fmt
+from harness.report.comparison import NA_LEGEND, comparison, stability_rule
 from harness.report.data import (
     RunData,
     RunFolderError,
@@ -28,16 +26,16 @@ from harness.report.data import (
     folder_listing,
     label_order,
     latency_samples,
-    leaders,
     load_run,
     log_tail,
 )
+from harness.report.search_view import search_chart, searches
+from harness.report.summary import summarize, trust_reasons
+from harness.report.verdicts_view import Verdicts, load_verdicts, verdict_tables
 
 __all__ = ["RunFolderError", "render_report"]
 
 TEMPLATE = "template.html.j2"
-RATE_SHORTFALL = 0.95  # achieved/requested below this is flagged
-NO_VALUE = "\u2013"  # en dash shown where there is no number
 FIDELITY_KEYS = ("passed", "samples", "max_abs_diff", "agreement", "message")
 
 
@@ -63,7 +61,16 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(num=_num, sig=_sig, pct=_pct, sortkey=_sortkey, when=_when, size=_size)
+    env.filters.update(
+        num=fmt.num,
+        sig=fmt.sig,
+        pct=fmt.pct,
+        sortkey=fmt.sortkey,
+        when=fmt.when,
+        size=fmt.size,
+        interval=fmt.interval,
+    )
+    env.tests["finite"] = fmt.finite
     return env
 
 
@@ -72,13 +79,21 @@ def _context(data: RunData, out: Path) -> dict[str, Any]:
     labels = label_order(data.steps)
     targets = data.target_names()
     samples, record_notes = latency_samples(data, seed=_seed(data))
+    verdicts = load_verdicts(data)
     marks = {name: "fidelity failed" for name in data.fidelity_failed()}
+    slo_searches = searches(data)
     return {
         "header": _header(data),
         "has_steps": not data.steps.empty,
-        "leaders": leaders(agg, labels, data.fidelity_failed(), data.baselines()),
-        "problems": _problems(data, record_notes),
-        "comparison": _comparison(data, agg, labels, targets),
+        "summary": summarize(data, agg, labels, verdicts),
+        "verdicts_source": verdicts.source,
+        "verdicts_note": verdicts.note,
+        "problems": _problems(data, record_notes, verdicts),
+        "verdicts": verdict_tables(verdicts, labels, trust_reasons(data, agg), data.baselines()),
+        "comparison": comparison(data, agg, labels, targets),
+        "na_legend": NA_LEGEND,
+        "stability_rule": stability_rule(data),
+        "searches": slo_searches,
         "charts": {
             "latency": charts.latency_vs_throughput(agg, targets, data.slo_ms, marks),
             "throughput": charts.throughput_bars(agg, labels, targets, marks),
@@ -86,6 +101,7 @@ def _context(data: RunData, out: Path) -> dict[str, Any]:
                 (label, charts.latency_cdf(samples.get(label, {}), targets, data.slo_ms, marks))
                 for label in labels
             ],
+            "search": search_chart(data, slo_searches, marks),
         },
         "variants": _variants(data),
         "targets": _targets(data),
@@ -118,7 +134,7 @@ def _header(data: RunData) -> dict[str, Any]:
     }
 
 
-def _problems(data: RunData, record_notes: list[str]) -> list[dict[str, Any]]:
+def _problems(data: RunData, record_notes: list[str], verdicts: Verdicts) -> list[dict[str, Any]]:
     """Each problem: title, optional detail (shown preformatted) and optional log tail."""
     found: list[dict[str, Any]] = []
 
@@ -144,12 +160,8 @@ def _problems(data: RunData, record_notes: list[str]) -> list[dict[str, Any]]:
         fidelity = target.get("fidelity")
         if isinstance(fidelity, dict) and fidelity.get("passed") is False:
             add(f"Target {name}: fidelity check failed", str(fidelity.get("message") or ""))
-    saturated = data.steps[data.steps["loadgen_saturated"]]
-    for row in saturated.itertuples(index=False):
-        add(
-            f"Load generator saturated: {row.target}, {row.label}, repeat {_num(row.repeat, 0)}",
-            str(row.loadgen_note) or None,
-        )
+    for title, detail in _step_problems(data):
+        add(title, detail)
     for variant in data.variants:
         validation = variant.get("validation") or {}
         if isinstance(validation, dict) and validation.get("status") not in ("ok", None):
@@ -159,52 +171,23 @@ def _problems(data: RunData, record_notes: list[str]) -> list[dict[str, Any]]:
             )
     for note in record_notes:
         add("Records file could not be read", note)
+    if verdicts.note:
+        add("No verdicts: differences between targets are not qualified", verdicts.note)
     return found
 
 
-def _comparison(
-    data: RunData,
-    agg: pd.DataFrame,
-    labels: list[str],
-    targets: list[str],
-) -> list[dict[str, Any]]:
-    status = {str(t.get("name")): t.get("status") for t in data.targets}
-    failed_fidelity = data.fidelity_failed()
-    rank = {name: i for i, name in enumerate(targets)}
-    tables = []
-    for label in labels:
-        rows = agg[agg["label"] == label].copy()
-        rows["rank"] = rows["target"].map(rank)
-        records = [
-            {str(k): v for k, v in row.items()}
-            for row in rows.sort_values("rank", kind="stable").to_dict("records")
-        ]
-        for row in records:
-            row["flags"] = _flags(row, data, failed_fidelity, status)
-        repeats = sorted({int(r["repeats"]) for r in records})
-        tables.append({"label": label, "rows": records, "repeats": repeats})
-    return tables
-
-
-def _flags(
-    row: dict[str, Any], data: RunData, failed_fidelity: set[str], status: dict[str, Any]
-) -> list[str]:
-    flags = []
-    if row["target"] in failed_fidelity:
-        flags.append("fidelity failed")
-    if status.get(row["target"]) == "failed":
-        flags.append("target failed")
-    if row["loadgen_saturated"]:
-        flags.append("load generator saturated")
-    if _finite(row["errors"]) and row["errors"] > 0:
-        flags.append("errors")
-    if _finite(row["achieved_rate_ratio"]) and row["achieved_rate_ratio"] < RATE_SHORTFALL:
-        flags.append(f"below {RATE_SHORTFALL:.0%} of requested rate")
-    column = {50.0: "p50_ms", 90.0: "p90_ms", 99.0: "p99_ms"}.get(data.slo_percentile or -1.0)
-    slo = data.slo_ms
-    if column and slo is not None and _finite(row[column]) and row[column] > slo:
-        flags.append(f"p{data.slo_percentile:g} over SLO")
-    return flags
+def _step_problems(data: RunData) -> list[tuple[str, str | None]]:
+    """Steps whose numbers do not count: the load generator saturated, or otherwise invalid."""
+    found: list[tuple[str, str | None]] = []
+    steps = data.steps
+    for row in steps[steps["loadgen_saturated"]].itertuples(index=False):
+        where = f"{row.target}, {row.label}, repeat {fmt.num(row.repeat, 0)}"
+        found.append((f"Load generator saturated: {where}", str(row.loadgen_note) or None))
+    invalid = steps[steps["valid"].eq(False) & ~steps["loadgen_saturated"]]
+    for row in invalid.itertuples(index=False):
+        where = f"{row.target}, {row.label}, repeat {fmt.num(row.repeat, 0)}"
+        found.append((f"Invalid step: {where}", str(row.invalid_reason) or None))
+    return found
 
 
 def _variants(data: RunData) -> list[dict[str, Any]]:
@@ -212,7 +195,7 @@ def _variants(data: RunData) -> list[dict[str, Any]]:
     for variant in data.variants:
         v = variant.get("validation") or {}
         acc, ref = v.get("accuracy"), v.get("reference_accuracy")
-        drop = (ref - acc) * 100 if _finite(acc) and _finite(ref) else None
+        drop = (ref - acc) * 100 if fmt.finite(acc) and fmt.finite(ref) else None
         rows.append(
             {
                 "name": variant.get("name"),
@@ -287,47 +270,3 @@ def _provenance(data: RunData) -> dict[str, Any]:
         ],
         "command": shlex.join(str(c) for c in command) if isinstance(command, list) else "",
     }
-
-
-def _finite(value: Any) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _num(value: Any, digits: int = 1) -> str:
-    """Fixed-point with thousands separators; an en dash when there is no number."""
-    return f"{value:,.{digits}f}" if _finite(value) else NO_VALUE
-
-
-def _sig(value: Any, digits: int = 3) -> str:
-    """Significant digits, for values that span orders of magnitude (e.g. max abs diff)."""
-    return f"{value:.{digits}g}" if _finite(value) else NO_VALUE
-
-
-def _pct(value: Any, digits: int = 2) -> str:
-    """A fraction shown as a percentage."""
-    return f"{value * 100:.{digits}f}%" if _finite(value) else NO_VALUE
-
-
-def _sortkey(value: Any) -> str:
-    return repr(float(value)) if _finite(value) else ""
-
-
-def _size(value: Any) -> str:
-    if not _finite(value):
-        return NO_VALUE
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
-        value /= 1024
-    return NO_VALUE
-
-
-def _when(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        return NO_VALUE
-    try:
-        stamp = datetime.fromisoformat(value)
-    except ValueError:
-        return value
-    zone = stamp.tzname() or ""
-    return stamp.strftime("%Y-%m-%d %H:%M:%S") + (f" {zone}" if zone else "")

@@ -182,3 +182,42 @@ def latency_cdf(
     ax.grid(True, which="both", alpha=0.3)
     _legend(ax, len(names))
     return to_data_uri(fig)
+
+
+def slo_search(
+    points: Mapping[str, pd.DataFrame],
+    found: Mapping[str, float],
+    slo_ms: float | None,
+    percentile_name: str,
+    marks: Mapping[str, str] | None = None,
+) -> str | None:
+    """The SLO percentile against offered rate, per searched target; the rate found dotted.
+
+    `points` maps a target to a frame with `rate` and `latency` columns, ordered by rate.
+    """
+    names = list(points)
+    fig = Figure(figsize=(9, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    drawn = 0
+    for name, color in zip(names, _colors(len(names)), strict=False):
+        x, y = _positive_pairs(points[name]["rate"], points[name]["latency"])
+        if not len(x):
+            continue
+        label = f"{_name(name, marks)} {plain(percentile_name)}"
+        ax.plot(x, y, "-", marker="o", markersize=4, color=color, label=label)
+        drawn += 1
+        if name in found and found[name] > 0:
+            ax.axvline(found[name], color=color, linewidth=1, linestyle="--", alpha=0.7)
+    if not drawn:
+        return None
+    if slo_ms is not None and slo_ms > 0:
+        ax.axhline(slo_ms, color="black", linewidth=1, linestyle=":", label=f"SLO {slo_ms:g} ms")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _plain_numbers(ax.xaxis)
+    _plain_numbers(ax.yaxis)
+    ax.set_xlabel("offered rate (requests/s, log scale; dashed: highest rate within the SLO)")
+    ax.set_ylabel(f"{plain(percentile_name)} latency (ms, log scale)")
+    ax.grid(True, which="both", alpha=0.3)
+    _legend(ax, drawn)
+    return to_data_uri(fig)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.report.fmt import finite
 from harness.results import STEP_COLUMNS
 
 TEXT_COLUMNS = (
@@ -29,9 +30,24 @@ TEXT_COLUMNS = (
     "mode",
     "loadgen_note",
     "started_at",
+    "invalid_reason",
+    "insufficient",
 )
 BOOL_COLUMNS = ("loadgen_saturated",)
-NUMERIC_COLUMNS = tuple(c for c in STEP_COLUMNS if c not in TEXT_COLUMNS + BOOL_COLUMNS)
+TRISTATE_COLUMNS = ("stable", "valid")  # True / False / None (not known)
+# Read when present: older or newer writers may leave them out of steps.csv.
+OPTIONAL_NUMERIC = ("slo_percentile_ms",)
+NUMERIC_COLUMNS = (
+    *(c for c in STEP_COLUMNS if c not in TEXT_COLUMNS + BOOL_COLUMNS + TRISTATE_COLUMNS),
+    *(c for c in OPTIONAL_NUMERIC if c not in STEP_COLUMNS),
+)
+SERVER_COLUMNS = ("server_queue_ms", "server_compute_ms", "server_batch_avg")
+# Point estimates with a 95% interval in steps.csv: (low column, high column).
+INTERVAL_COLUMNS = {
+    "p50_ms": ("p50_ms_ci_low", "p50_ms_ci_high"),
+    "p99_ms": ("p99_ms_ci_low", "p99_ms_ci_high"),
+    "throughput_rps": ("throughput_rps_ci_low", "throughput_rps_ci_high"),
+}
 # Averaged over repeats of the same (label, target).
 MEAN_COLUMNS = [
     "throughput_rps",
@@ -51,6 +67,8 @@ MEAN_COLUMNS = [
     "send_lag_p99_ms",
     "duration_s",
     "slo_ms",
+    "slo_percentile_ms",
+    *SERVER_COLUMNS,
 ]
 MAX_RECORD_ROWS = 200_000
 LOG_TAIL_LINES = 30
@@ -105,6 +123,20 @@ class RunData:
             if isinstance(t.get("fidelity"), dict) and t["fidelity"].get("passed") is False
         }
 
+    def fidelity_passed(self) -> set[str]:
+        return {
+            str(t.get("name"))
+            for t in self.targets
+            if isinstance(t.get("fidelity"), dict) and t["fidelity"].get("passed") is True
+        }
+
+    @property
+    def stability(self) -> dict[str, Any]:
+        """The scenario's stability rule (window_s, windows, tolerance, percentile, ...)."""
+        load = self.scenario.get("load")
+        value = load.get("stability") if isinstance(load, dict) else None
+        return value if isinstance(value, dict) else {}
+
 
 def load_run(run_dir: Path) -> RunData:
     run_dir = Path(run_dir)
@@ -153,7 +185,7 @@ def read_steps(csv_path: Path) -> pd.DataFrame:
 
 def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
-    for col in STEP_COLUMNS:
+    for col in (*STEP_COLUMNS, *OPTIONAL_NUMERIC):
         if col not in frame.columns:
             frame[col] = ""
     for col in TEXT_COLUMNS:
@@ -162,38 +194,78 @@ def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
     for col in BOOL_COLUMNS:
         frame[col] = frame[col].astype(str).str.strip().str.lower().isin(["true", "1", "yes"])
+    for col in TRISTATE_COLUMNS:
+        frame[col] = frame[col].map(_tristate).astype(object)
     frame = frame[frame["target"] != ""]
     fallback = frame["profile"].str.cat(frame["level"].astype(str), sep=" ")
     frame["label"] = frame["label"].where(frame["label"] != "", fallback)
     return frame.reset_index(drop=True)
 
 
+def _tristate(value: Any) -> bool | None:
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    return None
+
+
+AGG_COLUMNS = [
+    "label",
+    "target",
+    *MEAN_COLUMNS,
+    *(f"{c}_{end}" for c in INTERVAL_COLUMNS for end in ("lo", "hi")),
+    "cv",
+    "repeats",
+    "loadgen_saturated",
+    "loadgen_note",
+    "unstable",
+    "invalid",
+    "invalid_reason",
+    "insufficient",
+    "mode",
+    "order",
+]
+
+
 def aggregate_steps(steps: pd.DataFrame) -> pd.DataFrame:
-    """One row per (label, target): the mean of repeats, with `repeats` the count."""
-    columns = [
-        "label",
-        "target",
-        *MEAN_COLUMNS,
-        "repeats",
-        "loadgen_saturated",
-        "loadgen_note",
-        "mode",
-        "order",
-    ]
+    """One row per (label, target): the mean of repeats, with `repeats` the count.
+
+    `<metric>_lo` / `<metric>_hi` are the step's 95% interval when there is one repeat, and
+    the range of the per-repeat point estimates when there are more (pooled intervals over
+    repeats are the verdicts' job). `cv` is the largest over repeats.
+    """
     if steps.empty:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
-    groups = steps.groupby(["label", "target"], sort=False)
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in AGG_COLUMNS})
+    flagged = steps.assign(unstable=steps["stable"].eq(False), invalid=steps["valid"].eq(False))
+    groups = flagged.groupby(["label", "target"], sort=False)
     agg = groups[MEAN_COLUMNS].mean()
     agg["repeats"] = groups.size()
+    single = agg["repeats"] == 1
+    for column, (low, high) in INTERVAL_COLUMNS.items():
+        agg[f"{column}_lo"] = groups[low].first().where(single, groups[column].min())
+        agg[f"{column}_hi"] = groups[high].first().where(single, groups[column].max())
+    agg["cv"] = groups["cv"].max()
     agg["loadgen_saturated"] = groups["loadgen_saturated"].any()
     agg["loadgen_note"] = groups["loadgen_note"].agg(_join_unique)
+    agg["unstable"] = groups["unstable"].any()
+    agg["invalid"] = groups["invalid"].any()
+    agg["invalid_reason"] = groups["invalid_reason"].agg(_join_unique)
+    agg["insufficient"] = groups["insufficient"].agg(_join_names)
     agg["mode"] = groups["mode"].first()
     agg["order"] = groups["step"].min()
-    return agg.reset_index()[columns]
+    return agg.reset_index()[AGG_COLUMNS]
 
 
 def _join_unique(values: pd.Series) -> str:
     return "; ".join(dict.fromkeys(str(v) for v in values if str(v)))
+
+
+def _join_names(values: pd.Series) -> str:
+    """Union of comma-separated lists, in first-seen order ("p90, p99")."""
+    names = (n.strip() for v in values for n in str(v).split(","))
+    return ", ".join(dict.fromkeys(n for n in names if n))
 
 
 def label_order(steps: pd.DataFrame) -> list[str]:
@@ -204,54 +276,6 @@ def label_order(steps: pd.DataFrame) -> list[str]:
     keys = first.agg(step=("step", "min"), seen=("index", "min"))
     keys["step"] = keys["step"].fillna(math.inf)
     return [str(label) for label in keys.sort_values(["step", "seen"]).index]
-
-
-@dataclass(frozen=True)
-class Leader:
-    label: str
-    fastest: tuple[str, float] | None  # (target, throughput_rps)
-    lowest_p99: tuple[str, float] | None  # (target, p99_ms)
-    excluded: list[tuple[str, str]]  # (target, reason)
-
-
-def leaders(
-    agg: pd.DataFrame,
-    labels: list[str],
-    fidelity_failed: set[str],
-    baselines: set[str] | None = None,
-) -> list[Leader]:
-    """Per label, the highest-throughput and lowest-p99 target among trustworthy rows."""
-    result = []
-    for label in labels:
-        rows = agg[agg["label"] == label]
-        excluded: list[tuple[str, str]] = []
-        keep = []
-        for _, row in rows.iterrows():
-            name = str(row["target"])
-            if name in (baselines or set()):
-                excluded.append((name, "baseline (the floor), not a serving stack"))
-            elif name in fidelity_failed:
-                excluded.append((name, "fidelity check failed"))
-            elif bool(row["loadgen_saturated"]):
-                excluded.append((name, "load generator saturated"))
-            else:
-                keep.append(row)
-        result.append(
-            Leader(label, _best(keep, "throughput_rps", max), _best(keep, "p99_ms", min), excluded)
-        )
-    return result
-
-
-def _best(rows: list[pd.Series], column: str, pick: Any) -> tuple[str, float] | None:
-    scored = [(float(r[column]), str(r["target"])) for r in rows if _finite(r[column])]
-    if not scored:
-        return None
-    value, name = pick(scored, key=lambda item: item[0])
-    return name, value
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
 
 
 def latency_samples(
@@ -277,7 +301,7 @@ def latency_samples(
         steps["repeat"].tolist(),
         strict=True,
     ):
-        if not (_finite(step) and _finite(repeat)):
+        if not (finite(step) and finite(repeat)):
             continue
         rel = Path("records") / str(target) / f"{int(step):03d}-r{int(repeat)}.parquet"
         path = data.path / rel

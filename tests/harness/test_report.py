@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from harness.load.records import ERR_NONE, ERR_TIMEOUT, StepRecords
@@ -111,13 +112,29 @@ def _step_row(
         "loadgen_note": "",
         "connections": [1, 8][step],
         "started_at": "2025-01-01T00:01:00+00:00",
+        "p50_ms_ci_low": p99 / 3 * 0.95,
+        "p50_ms_ci_high": p99 / 3 * 1.05,
+        "p99_ms_ci_low": p99 * 0.9,
+        "p99_ms_ci_high": p99 * 1.1,
+        "throughput_rps_ci_low": rps * 0.98,
+        "throughput_rps_ci_high": rps * 1.02,
+        "cv": 0.02,
+        "stable": True,
+        "valid": True,
+        "invalid_reason": "",
+        "insufficient": "",
+        "server_queue_ms": float("nan"),
+        "server_compute_ms": float("nan"),
+        "server_batch_avg": float("nan"),
     }
     return {**row, **fields}
 
 
-def _records(n: int, median_ms: float, seed: int, errors: int = 0) -> StepRecords:
+def _records(
+    n: int, median_ms: float, seed: int, errors: int = 0, spacing_ns: int = 1_000_000
+) -> StepRecords:
     rng = np.random.default_rng(seed)
-    intended = np.arange(n, dtype=np.int64) * 1_000_000
+    intended = np.arange(n, dtype=np.int64) * spacing_ns
     latency = (rng.lognormal(np.log(median_ms), 0.3, n) * 1e6).astype(np.int64)
     error = np.zeros(n, dtype=np.int8)
     error[:errors] = ERR_TIMEOUT
@@ -221,15 +238,25 @@ def test_report_has_summary_tables_charts_and_provenance(full_run: Path) -> None
     out = render_report(full_run)
     assert out == full_run / "report.html"
     html = out.read_text(encoding="utf-8")
-    # comparison table: the mean of two repeats, formatted, and the repeat count noted
+    # comparison table: the mean of two repeats, formatted, and the repeat count noted;
+    # with repeats the bracket is the range of the per-repeat values, not a pooled CI
     assert "1,234.5" in html and "300.2" in html
-    assert "Mean of 2 repeats" in html
-    # the summary leaves out the target whose fidelity failed, although it was fastest
+    assert "Mean of 2 repeats" in html and "CI per repeat in steps.csv" in html
+    assert '1,234.5 <span class="ci">[1,234.0\u20131,235.0]</span>' in html
+    # the summary leaves out the target whose fidelity failed, although it was fastest, and
+    # qualifies the point estimates with the verdicts (computed here: no verdicts.csv)
     summary = html[html.index('id="summary"') : html.index('id="problems"')]
-    assert "point estimates" in summary.lower()
-    assert "highest throughput <strong>fast</strong> (2,469.0 req/s)" in summary
-    assert "lowest p99 <strong>fast</strong>" in summary
+    assert "computed from the records" in summary
+    assert not (full_run / "verdicts.csv").exists()
+    # every record schedule runs at the same rate, so the throughput leader is only a tie
+    assert "are tied on throughput (no significant difference" in summary
+    assert "<strong>fast</strong> has the best point estimate, 2,469.0 req/s" not in summary
+    assert "fast has the best point estimate, 2,469.0 req/s" in summary
+    # 400 requests per step are too few for a p99 verdict: said, not hidden
+    assert "<strong>fast</strong> has the lowest p99 (4.00 ms); insufficient data vs" in summary
     assert "wrong (fidelity check failed)" in summary
+    assert "<strong>wrong</strong>" not in summary
+    assert 'id="slo-search"' not in html
     # problems: fidelity failure and failed variant with its reason
     problems = html[html.index('id="problems"') : html.index('id="comparison"')]
     assert "top-1 agreement 0.50 &lt; 1.00" in problems
@@ -301,7 +328,8 @@ def test_failed_target_without_steps_still_renders(tmp_path: Path) -> None:
     assert "ImportError: no module named foo" in problems
     comparison = html[html.index('id="comparison"') : html.index('id="charts"')]
     assert "<td>fast</td>" in comparison and "<td>broken</td>" not in comparison
-    assert "highest throughput <strong>fast</strong>" in html
+    assert "<strong>fast</strong> has the highest throughput" in html
+    assert "the only eligible target" in html
 
 
 def test_run_without_steps_says_so(tmp_path: Path) -> None:
@@ -325,18 +353,36 @@ def test_no_problems_and_saturated_row_left_out_of_ranking(tmp_path: Path) -> No
         folder.update_target(name, _target(name))
         folder.log_path(name).write_text("")
     folder.append_step(_step_row("a", 0, 0, 100.0, 5.0))
+    folder.write_records("a", 0, 0, _records(400, 2.0, seed=1, spacing_ns=10_000_000))
     folder.append_step(_step_row("b", 0, 0, 900.0, 2.0))
+    folder.write_records("b", 0, 0, _records(3600, 1.0, seed=2, spacing_ns=1_111_111))
     html = render_report(folder.path).read_text(encoding="utf-8")
     assert "No problems recorded." in html
-    assert "highest throughput <strong>b</strong>" in html
+    assert re.search(
+        r"<strong>b</strong> has the highest throughput \(900\.0 req/s\): 8\.9\dx a "
+        r"\[8\.9\d\u20138\.9\d\], significantly faster than all others\.",
+        html,
+    )
 
     folder.append_step(
-        _step_row("b", 0, 1, 900.0, 2.0, loadgen_saturated=True, loadgen_note="client CPU 99%")
+        _step_row(
+            "b",
+            0,
+            1,
+            900.0,
+            2.0,
+            loadgen_saturated=True,
+            loadgen_note="client CPU 99%",
+            valid=False,
+            invalid_reason="client CPU 99%",
+        )
     )
+    folder.write_records("b", 0, 1, _records(3600, 1.0, seed=3, spacing_ns=1_111_111))
     html = render_report(folder.path).read_text(encoding="utf-8")
-    assert "highest throughput <strong>a</strong>" in html
+    assert "<strong>a</strong> has the highest throughput" in html
     assert "b (load generator saturated)" in html
     assert "client CPU 99%" in html and "No problems recorded." not in html
+    assert "invalid: load generator saturated" in html
 
 
 def test_baseline_floor_is_shown_but_never_ranked(tmp_path: Path) -> None:
@@ -346,8 +392,9 @@ def test_baseline_floor_is_shown_but_never_ranked(tmp_path: Path) -> None:
     folder.append_step(_step_row("floor", 0, 0, 9000.0, 0.2, adapter="inprocess"))
     folder.append_step(_step_row("a", 0, 0, 100.0, 5.0))
     html = render_report(folder.path).read_text(encoding="utf-8")
-    assert "highest throughput <strong>a</strong>" in html
+    assert "<strong>a</strong> has the highest throughput" in html
     assert "floor (baseline (the floor), not a serving stack)" in html
+    assert "floor: floor: 9,000.0 req/s, p99 0.20 ms" in html
 
 
 def test_unreadable_records_file_is_a_problem_not_a_crash(tmp_path: Path) -> None:
@@ -361,3 +408,204 @@ def test_unreadable_records_file_is_a_problem_not_a_crash(tmp_path: Path) -> Non
     assert "records/fast/001-r0.parquet: unreadable" in html
     assert "No per-request records for this step." in html  # closed c=8 has no CDF
     assert html.count('<img class="chart"') == 3  # two summary charts, one CDF
+
+
+def _section(html: str, start: str, end: str) -> str:
+    return html[html.index(f'id="{start}"') : html.index(f'id="{end}"')]
+
+
+def test_two_targets_summary_cites_verdicts_computed_on_the_fly(tmp_path: Path) -> None:
+    folder = _base_folder(tmp_path)
+    folder.write("variants.json", folder.read("variants.json")[:1])
+    for name in ("quick", "steady"):
+        folder.update_target(name, _target(name))
+    # quick: 1000 req/s at ~2 ms; steady: 500 req/s at ~6 ms; enough requests for a p99
+    folder.append_step(_step_row("quick", 0, 0, 1000.0, 3.0))
+    folder.write_records("quick", 0, 0, _records(2000, 2.0, seed=1, spacing_ns=1_000_000))
+    folder.append_step(_step_row("steady", 0, 0, 500.0, 9.0))
+    folder.write_records("steady", 0, 0, _records(1000, 6.0, seed=2, spacing_ns=2_000_000))
+    html = render_report(folder.path).read_text(encoding="utf-8")
+    assert not (folder.path / "verdicts.csv").exists()  # computed in memory, never written
+    summary = _section(html, "summary", "problems")
+    assert "computed from the records" in summary
+    assert re.search(
+        r"<strong>quick</strong> has the highest throughput \(1,000\.0 req/s\): "
+        r"2\.00x steady \[\d\.\d\d\u2013\d\.\d\d\], significantly faster than all others\.",
+        summary,
+    )
+    assert re.search(
+        r"<strong>quick</strong> has the lowest p99 \(3\.00 ms\): 0\.\d\dx steady "
+        r"\[0\.\d\d\u20130\.\d\d\], significantly faster than all others\.",
+        summary,
+    )
+    verdicts = _section(html, "verdicts", "comparison")
+    assert verdicts.count('<span class="verdict v-faster">faster</span>') == 3
+    assert 'class="untrusted"' not in verdicts and "No problems recorded." in html
+    assert "server queue (ms)" not in html  # no framework metrics: no server columns
+
+
+def _verdict(
+    a: str, b: str, metric: str, ratio: float, low: float, high: float, word: str, trusted: bool
+) -> dict[str, Any]:
+    return {
+        "label": LABELS[0],
+        "target_a": a,
+        "target_b": b,
+        "metric": metric,
+        "value_a": float("nan"),
+        "value_b": float("nan"),
+        "ratio": ratio,
+        "ci_low": low,
+        "ci_high": high,
+        "verdict": word,
+        "trusted": trusted,
+    }
+
+
+def _verdicts_csv(folder: RunFolder) -> None:
+    nan, same = float("nan"), "no significant difference"
+    rows = [
+        # stored as (y, x): the summary must read it from x's side
+        _verdict("y", "x", "p50_ms", 1.02, 0.99, 1.05, same, True),
+        _verdict("y", "x", "p99_ms", 1.04, 0.97, 1.11, same, True),
+        _verdict("y", "x", "throughput_rps", 0.90, 0.855, 0.952, "slower", True),
+        _verdict("x", EVIL_TARGET, "p50_ms", 0.5, 0.45, 0.55, "faster", True),
+        _verdict("x", EVIL_TARGET, "p99_ms", nan, nan, nan, "insufficient data", True),
+        _verdict("x", EVIL_TARGET, "throughput_rps", 1.67, 1.6, 1.7, "faster", True),
+        _verdict("wrong", "x", "p50_ms", 0.2, 0.18, 0.22, "faster", False),
+        _verdict("wrong", "x", "p99_ms", 0.2, 0.18, 0.22, "faster", False),
+        _verdict("wrong", "x", "throughput_rps", 20.0, 19.0, 21.0, "faster", False),
+    ]
+    pd.DataFrame(rows).to_csv(folder.path / "verdicts.csv", index=False)
+
+
+def test_verdicts_file_drives_summary_and_section(tmp_path: Path) -> None:
+    folder = _base_folder(tmp_path)
+    perf = {"x": (500.0, 5.0), "y": (450.0, 5.2), EVIL_TARGET: (300.0, 9.0), "wrong": (9999.0, 1.0)}
+    for name, (rps, p99) in perf.items():
+        failed = {"passed": False, "samples": 8, "max_abs_diff": 1.0, "agreement": 0.1}
+        folder.update_target(
+            name, _target(name, **({"fidelity": failed} if name == "wrong" else {}))
+        )
+        folder.append_step(_step_row(name, 0, 0, rps, p99))
+    _verdicts_csv(folder)
+    html = render_report(folder.path).read_text(encoding="utf-8")
+    summary = _section(html, "summary", "problems")
+    assert "Verdicts: verdicts.csv." in summary
+    assert (
+        "<strong>x</strong> has the highest throughput (500.0 req/s): 1.11x y [1.05\u20131.17], "
+        "significantly faster than all others." in summary
+    )
+    assert (
+        "<strong>x</strong> and <strong>y</strong> are tied on p99 (no significant difference: "
+        "0.96x y [0.90\u20131.03]); x has the best point estimate, 5.00 ms; "
+        "insufficient data vs t&lt;img src=x onerror=alert(1)&gt;." in summary
+    )
+    assert "wrong (fidelity check failed)" in summary
+    verdicts = _section(html, "verdicts", "comparison")
+    assert '0.90x [0.85\u20130.95] <span class="verdict v-slower">slower</span>' in verdicts
+    assert '<span class="verdict v-same">no significant difference</span>' in verdicts
+    assert '<span class="verdict v-faster">faster</span>' in verdicts
+    assert '<span class="verdict v-insufficient">insufficient data</span>' in verdicts
+    assert verdicts.count('<tr class="untrusted">') == 1
+    assert "untrusted: wrong: fidelity check failed" in verdicts
+    assert "<td>t&lt;img src=x onerror=alert(1)&gt;</td>" in verdicts
+    assert "<img src=x onerror" not in html and html.count("<script") == 1
+    assert "No verdicts" not in html  # the file was read, nothing recomputed
+
+
+def test_unstable_invalid_and_insufficient_rows_are_flagged(tmp_path: Path) -> None:
+    folder = _base_folder(tmp_path)
+    run = folder.read("run.json")
+    rule = {"window_s": 1.0, "windows": 3, "tolerance": 0.1, "percentile": 99.0}
+    run["scenario"]["load"] = {"stability": {**rule, "max_duration_s": 30.0}}
+    folder.write("run.json", run)
+    folder.update_target("t", _target("t"))
+    nan = float("nan")
+    row = _step_row(
+        "t",
+        0,
+        0,
+        120.0,
+        nan,
+        p50_ms=2.31,
+        p50_ms_ci_low=2.25,
+        p50_ms_ci_high=2.40,
+        p90_ms=nan,
+        p99_ms_ci_low=nan,
+        p99_ms_ci_high=nan,
+        stable=False,
+        valid=False,
+        invalid_reason="server answered 503 <storm>",
+        insufficient="p90, p99",
+        server_queue_ms=0.75,
+        server_compute_ms=1.5,
+        server_batch_avg=3.25,
+    )
+    folder.append_step(row)
+    html = render_report(folder.path).read_text(encoding="utf-8")
+    comparison = _section(html, "comparison", "charts")
+    assert '2.31 <span class="ci">[2.25\u20132.40]</span>' in comparison
+    assert '120.0 <span class="ci">[117.6\u2013122.4]</span>' in comparison
+    assert comparison.count(">n/a*</span>") == 2  # p90 and p99, not a dash
+    assert "n/a* = insufficient data" in comparison
+    for flag in (
+        "unstable",
+        "invalid: server answered 503 &lt;storm&gt;",
+        "insufficient data: p90, p99",
+    ):
+        assert f'<span class="flag">{flag}</span>' in comparison
+    assert "the last 3 windows of 1 s disagree by more than 10% on throughput or p99" in html
+    assert "server queue (ms)" in comparison and ">0.75<" in comparison and ">3.25<" in comparison
+    assert "Invalid step: t, closed c=1, repeat 0" in _section(html, "problems", "verdicts")
+    assert "t (invalid: server answered 503 &lt;storm&gt;)" in _section(html, "summary", "problems")
+    assert "No pairwise verdicts: no step ran more than one target." in html
+
+
+def _open_row(target: str, step: int, rate: float, p99: float) -> dict[str, Any]:
+    row = _step_row(target, 0, 0, rate, p99, mode="open", profile="slo_search")
+    open_level = {"level": rate, "requested_rate": rate, "concurrency": None}
+    return {**row, **open_level, "step": step, "label": f"open {rate:g}/s"}
+
+
+def test_slo_search_section_shows_rate_bracket_and_chart(tmp_path: Path) -> None:
+    folder = _base_folder(tmp_path)
+    search = {"kind": "slo_search", "slo_ms": 20.0, "percentile": 99.0}
+    folder.update_target(
+        "s1",
+        _target(
+            "s1",
+            search={
+                **search,
+                "rate": 180.0,
+                "bracket": [180.0, 200.0],
+                "steps": 4,
+                "converged": True,
+            },
+        ),
+    )
+    folder.update_target(
+        "s2",
+        _target(
+            "s2",
+            search={
+                **search,
+                "rate": None,
+                "bracket": [None, 10.0],
+                "steps": 3,
+                "converged": False,
+            },
+        ),
+    )
+    for step, (rate, p99) in enumerate([(100.0, 8.0), (200.0, 35.0), (150.0, 12.0), (180.0, 18.0)]):
+        folder.append_step(_open_row("s1", step, rate, p99))
+    for step, rate in enumerate([10.0, 5.0, 2.5]):
+        folder.append_step(_open_row("s2", step, rate, 50.0))
+    html = render_report(folder.path).read_text(encoding="utf-8")
+    section = _section(html, "slo-search", "charts")
+    assert "<td>s1</td>" in section and "180.0" in section and "[180.0\u2013200.0]" in section
+    assert "none met the SLO" in section and "[none passed\u201310.0]" in section
+    assert "p99 &le; 20.0 ms" in section
+    assert "<td>yes</td>" in section and "<td>no</td>" in section
+    pngs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', section)
+    assert len(pngs) == 1 and base64.b64decode(pngs[0])[:4] == b"\x89PNG"
