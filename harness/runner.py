@@ -16,15 +16,16 @@ from typing import Any
 
 from harness import registry
 from harness.adapter import Adapter, Server
+from harness.calibration import calibrate
 from harness.errors import ServingBenchError, UnavailableError
 from harness.fidelity import check_fidelity
 from harness.launchers.base import LaunchRequest
 from harness.load.endpoints import Endpoint
 from harness.load.engine import StepPlan
-from harness.load.worker import LoadProcess
+from harness.load.fanout import LoadGroup
 from harness.models import ModelBundle, build_model
 from harness.observer import Observer
-from harness.profiles import plans, warmup_plan
+from harness.profiles import levels, plans, warmup_plan
 from harness.provenance import collect
 from harness.results import RunFolder, new_run_id
 from harness.runtime import thread_count
@@ -71,7 +72,8 @@ def run_scenario(
     status = "failed"
     try:
         run.prepare([t.variant for t in targets])
-        with LoadProcess(scenario.resources.client_cpus) as load:
+        with LoadGroup(scenario.load.processes, scenario.resources.client_cpus) as load:
+            run.calibrate(load)
             for repeat in range(scenario.repeats):
                 for index, target in enumerate(targets):
                     run.run_target(target, load, repeat, index, len(targets))
@@ -133,9 +135,7 @@ class _Run:
             ],
         )
 
-    def run_target(
-        self, target: Any, load: LoadProcess, repeat: int, index: int, total: int
-    ) -> None:
+    def run_target(self, target: Any, load: LoadGroup, repeat: int, index: int, total: int) -> None:
         name = target.name
         adapter = registry.adapters()[target.adapter.kind](target.adapter)
         launcher = registry.launchers()[target.launcher.kind](target.launcher)
@@ -192,6 +192,17 @@ class _Run:
         finally:
             if server is not None:
                 launcher.stop(server)
+
+    def calibrate(self, load: LoadGroup) -> None:
+        """The load generator's own overhead against a null server, into run.json."""
+        if not self.scenario.load.calibrate:
+            return
+        self.observer.on_phase("calibrating the load generator against a null server")
+        rates = [lv.rate for lv in levels(self.scenario.load.profile) if lv.mode == "open"]
+        figures = calibrate(load, self.scenario.resources.server_cpus, 2 * max(rates or [500]))
+        info = self.folder.read("run.json")
+        info["calibration"] = figures
+        self.folder.write("run.json", info)
 
     def conclude(self) -> None:
         """Pairwise verdicts between the targets that ran and answered correctly."""
@@ -258,7 +269,7 @@ class _Run:
         adapter: Adapter[Any],
         server: Server,
         variant: BuiltVariant,
-        load: LoadProcess,
+        load: LoadGroup,
         repeat: int,
     ) -> None:
         assert self.bundle is not None
@@ -285,7 +296,7 @@ class _Run:
             step += 1
 
     def _one_step(
-        self, live: _Live, plan: StepPlan, load: LoadProcess, step: int, repeat: int
+        self, live: _Live, plan: StepPlan, load: LoadGroup, step: int, repeat: int
     ) -> StepSummary:
         target, adapter = live.target, live.adapter
         self.observer.on_step_start(target.name, plan)

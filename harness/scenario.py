@@ -147,6 +147,8 @@ class LoadSpec(StrictModel):
     max_connections: PositiveInt = Field(2048, description="open-loop connection cap")
     max_requests_per_step: PositiveInt = 2_000_000
     stability: StabilitySpec = StabilitySpec()
+    processes: PositiveInt = Field(1, description="load processes (fan-out beyond one core)")
+    calibrate: bool = Field(True, description="measure the client's own overhead first")
 
     @model_validator(mode="after")
     def _windows_fit(self) -> LoadSpec:

@@ -48,6 +48,10 @@ class StepPlan:
     # Extend an unstable step up to this long, checking every stability window; None: fixed.
     max_duration_s: float | None = None
     stability: tuple[float, int, float, float] | None = None  # window_s, windows, tol, q
+    # Several load processes start together at this perf_counter_ns() (CLOCK_MONOTONIC is
+    # shared by all processes), so their records share one t0 and merge directly.
+    start_at_ns: int | None = None
+    phase_s: float = 0.0  # shift of a constant schedule (interleaves split load processes)
 
     @property
     def label(self) -> str:
@@ -69,7 +73,8 @@ def arrival_offsets_ns(plan: StepPlan) -> np.ndarray:
             f"{plan.label}: {expected} requests exceed max_requests_per_step={plan.max_requests}"
         )
     if plan.arrival == "constant":
-        offsets = np.arange(expected, dtype=np.float64) / plan.rate
+        offsets = plan.phase_s + np.arange(expected, dtype=np.float64) / plan.rate
+        offsets = offsets[offsets < total_s]
     else:
         rng = np.random.default_rng(plan.seed)
         gaps = rng.exponential(1.0 / plan.rate, size=int(expected * 1.2) + 100)
@@ -159,7 +164,12 @@ async def run_step(endpoint: Endpoint, plan: StepPlan) -> StepRecords:
     timeout_ns = int(plan.timeout_s * 1e9)
     expirer = loop.create_task(_expire_loop(transport, timeout_ns))
     cpu0, wall0 = time.process_time(), time.time()
-    t0 = perf_counter_ns()
+    if plan.start_at_ns is not None:
+        while perf_counter_ns() < plan.start_at_ns - 2_000_000:
+            await asyncio.sleep(0.001)
+        while perf_counter_ns() < plan.start_at_ns:
+            await asyncio.sleep(0)
+    t0 = plan.start_at_ns or perf_counter_ns()
     try:
         state["stop_ns"] = t0 + int((plan.warmup_s + _longest(plan)) * 1e9)
         monitor = loop.create_task(_watch_stability(plan, rec, state, t0))

@@ -33,7 +33,13 @@ class LoadProcess:
         child.close()
 
     def run(self, endpoint: Endpoint, plan: StepPlan) -> StepRecords:
+        self.submit(endpoint, plan)
+        return self.collect(plan)
+
+    def submit(self, endpoint: Endpoint, plan: StepPlan) -> None:
         self._conn.send(("run", endpoint, plan))
+
+    def collect(self, plan: StepPlan) -> StepRecords:
         while not self._conn.poll(0.25):
             if not self._proc.is_alive():
                 raise ServingBenchError(

@@ -269,4 +269,31 @@ def _provenance(data: RunData) -> dict[str, Any]:
             ("scenario file", data.run.get("scenario_file")),
         ],
         "command": shlex.join(str(c) for c in command) if isinstance(command, list) else "",
+        "calibration": _calibration(data.run.get("calibration")),
     }
+
+
+CALIBRATION_LABELS = (
+    ("client_cpu_us_per_request", "client CPU per request, closed loop (µs)"),
+    ("closed_loop_rps", "closed-loop throughput against the null server (req/s)"),
+    ("floor_p50_ms", "latency floor p50 (ms)"),
+    ("floor_p99_ms", "latency floor p99 (ms)"),
+    ("open_rate", "open-loop check rate (req/s)"),
+    ("open_achieved_rate_ratio", "open loop: achieved / requested send rate"),
+    ("open_send_lag_p99_ms", "open loop: send lag p99 (ms)"),
+    ("open_holds", "open loop held its schedule"),
+    ("note", "note"),
+)
+
+
+def _calibration(figures: Any) -> list[tuple[str, Any]]:
+    """The load generator's own overhead (run.json "calibration"), labelled for people."""
+    if not isinstance(figures, dict):
+        return []
+    rows = []
+    for key, label in CALIBRATION_LABELS:
+        value = figures.get(key)
+        if isinstance(value, float):
+            value = f"{value:.3g}"
+        rows.append((label, value))
+    return rows

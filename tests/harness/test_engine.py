@@ -146,3 +146,24 @@ def test_unstable_step_is_extended_and_stable_one_is_not(nullserver, load) -> No
     # never stable: runs to its maximum, and its records cover the whole extended window
     assert (noisy.window_ns - noisy.warmup_ns) / 1e9 == pytest.approx(4.0, abs=0.2)
     assert noisy.intended_ns.max() > 3.5e9
+
+
+@pytest.mark.parametrize("mode", ["closed", "open"])
+def test_two_load_processes_add_up(nullserver, mode: str) -> None:
+    from harness.load.fanout import LoadGroup
+
+    plan = StepPlan(mode=mode, concurrency=6, rate=300, arrival="constant", duration_s=1.5,
+                    warmup_s=0.2)  # fmt: skip
+    with nullserver(delay_ms=5) as port, LoadGroup(2, client_cpus()) as group:
+        rec = group.run(endpoint(port), plan)
+    s = summarize(rec)
+    assert rec.extra["processes"] == 2 and s.errors == 0
+    assert (np.diff(rec.intended_ns) >= 0).all()  # one merged, ordered timeline
+    if mode == "open":
+        assert s.requests == 450  # 300/s x 1.5 s, split 150/s + 150/s, interleaved
+        gaps = np.diff(rec.intended_ns[rec.measured()])
+        assert np.allclose(gaps, 1e9 / 300, atol=1e4)
+        assert s.achieved_rate_ratio > 0.98
+    else:
+        assert rec.connections == 6
+        assert 6 / 0.0052 * 0.8 < s.throughput_rps < 6 / 0.005  # six users of a 5 ms server

@@ -114,6 +114,9 @@ def test_exit_code_and_failures_reported(finished_run) -> None:
     assert info["provenance"]["versions"]["torch"]
     assert info["provenance"]["git"]["revision"]
     assert len(info["failures"]) == 2
+    calibration = info["calibration"]  # the client's own overhead, measured first
+    assert 0 < calibration["client_cpu_us_per_request"] < 500
+    assert 0 < calibration["floor_p50_ms"] < 5
 
 
 def test_target_that_fails_to_start_does_not_stop_the_others(finished_run) -> None:

@@ -1,0 +1,99 @@
+"""More than one load process when one is not enough.
+
+A step is split across N load processes: closed-loop users are dealt out, an open-loop rate
+is divided (independent Poisson streams sum to a Poisson stream of the total rate; constant
+streams are phase-shifted to interleave). All processes start at the same CLOCK_MONOTONIC
+instant, so their records share a t0 and merge by concatenation. The busiest process's CPU
+is what decides whether the load generator was the bottleneck.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from time import perf_counter_ns
+
+import numpy as np
+
+from harness.load.endpoints import Endpoint
+from harness.load.engine import StepPlan
+from harness.load.records import StepRecords
+from harness.load.worker import LoadProcess
+
+START_LEAD_NS = 300_000_000  # time for every process to receive its plan and connect
+
+
+def split(plan: StepPlan, parts: int) -> list[StepPlan]:
+    """One plan per load process; they add up to `plan`."""
+    if parts == 1:
+        return [plan]
+    if plan.mode == "closed":
+        shares = [plan.concurrency // parts + (i < plan.concurrency % parts) for i in range(parts)]
+        return [dataclasses.replace(plan, concurrency=c, seed=plan.seed + i)
+                for i, c in enumerate(shares) if c > 0]  # fmt: skip
+    return [
+        dataclasses.replace(
+            plan,
+            rate=plan.rate / parts,
+            seed=plan.seed + 7919 * i,
+            phase_s=(plan.phase_s + i / plan.rate),
+        )
+        for i in range(parts)
+    ]
+
+
+def merge(parts: list[StepRecords]) -> StepRecords:
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    intended = np.concatenate([p.intended_ns for p in parts])
+    order = np.argsort(intended, kind="stable")
+
+    def column(name: str) -> np.ndarray:
+        return np.concatenate([getattr(p, name) for p in parts])[order]
+
+    return dataclasses.replace(
+        first,
+        intended_ns=intended[order],
+        sent_ns=column("sent_ns"),
+        end_ns=column("end_ns"),
+        status=column("status"),
+        error=column("error"),
+        window_ns=max(p.window_ns for p in parts),
+        client_cpu_s=max(p.client_cpu_s for p in parts),  # the busiest process decides
+        client_wall_s=max(p.client_wall_s for p in parts),
+        requested_rate=sum(p.requested_rate or 0 for p in parts) or None,
+        connections=sum(p.connections for p in parts),
+        connection_cap_hit=any(p.connection_cap_hit for p in parts),
+        error_samples=[e for p in parts for e in p.error_samples][:20],
+        extra={
+            **first.extra,
+            "processes": len(parts),
+            "client_cpu_s_per_process": [p.client_cpu_s for p in parts],
+        },
+    )
+
+
+class LoadGroup:
+    """N load processes behaving as one: `run(endpoint, plan) -> StepRecords`."""
+
+    def __init__(self, processes: int = 1, cpus: list[int] | None = None) -> None:
+        self.workers = [LoadProcess(cpus) for _ in range(processes)]
+
+    def run(self, endpoint: Endpoint, plan: StepPlan) -> StepRecords:
+        plans = split(plan, len(self.workers))
+        if len(plans) > 1:
+            start = perf_counter_ns() + START_LEAD_NS
+            plans = [dataclasses.replace(p, start_at_ns=start) for p in plans]
+        for worker, part in zip(self.workers, plans, strict=False):
+            worker.submit(endpoint, part)
+        return merge([w.collect(p) for w, p in zip(self.workers, plans, strict=False)])
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.close()
+
+    def __enter__(self) -> LoadGroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
