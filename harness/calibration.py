@@ -20,16 +20,16 @@ import httpx
 
 from harness.errors import ServingBenchError
 from harness.launchers.process import LOOPBACK, free_port
+from harness.load.backend import LoadBackend
 from harness.load.endpoints import HttpEndpoint
 from harness.load.engine import StepPlan
-from harness.load.fanout import LoadGroup
 from harness.load.http import build_request
 from harness.stats import summarize
 
 CLOSED = StepPlan(mode="closed", concurrency=8, duration_s=1.5, warmup_s=0.3)
 
 
-def calibrate(load: LoadGroup, server_cpus: list[int] | None, open_rate: float) -> dict[str, Any]:
+def calibrate(load: LoadBackend, server_cpus: list[int] | None, open_rate: float) -> dict[str, Any]:
     """Run the calibration steps; figures keyed by name (see module docstring)."""
     port = free_port()
     proc = subprocess.Popen(

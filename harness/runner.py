@@ -20,6 +20,7 @@ from harness.calibration import calibrate
 from harness.errors import ServingBenchError, UnavailableError
 from harness.fidelity import check_fidelity
 from harness.launchers.base import LaunchRequest
+from harness.load.backend import LoadBackend
 from harness.load.endpoints import Endpoint
 from harness.load.engine import StepPlan
 from harness.load.fanout import LoadGroup
@@ -72,7 +73,7 @@ def run_scenario(
     status = "failed"
     try:
         run.prepare([t.variant for t in targets])
-        with LoadGroup(scenario.load.processes, scenario.resources.client_cpus) as load:
+        with _load_backend(scenario) as load:
             run.calibrate(load)
             for repeat in range(scenario.repeats):
                 for index, target in enumerate(targets):
@@ -90,6 +91,16 @@ def run_scenario(
         info.update(status=status, finished_at=_now(), failures=run.failures)
         folder.write("run.json", info)
     return RunOutcome(folder.path, status, run.failures)
+
+
+def _load_backend(scenario: Scenario) -> LoadBackend:
+    """Our engine (default) or Locust; both take a plan and give back request records."""
+    load = scenario.load
+    if load.backend == "locust":
+        from harness.load.locust_backend import LocustLoad
+
+        return LocustLoad(load.locust_workers, scenario.resources.client_cpus)  # type: ignore[no-any-return,unused-ignore]
+    return LoadGroup(load.processes, scenario.resources.client_cpus)
 
 
 def _now() -> str:
@@ -135,7 +146,9 @@ class _Run:
             ],
         )
 
-    def run_target(self, target: Any, load: LoadGroup, repeat: int, index: int, total: int) -> None:
+    def run_target(
+        self, target: Any, load: LoadBackend, repeat: int, index: int, total: int
+    ) -> None:
         name = target.name
         adapter = registry.adapters()[target.adapter.kind](target.adapter)
         launcher = registry.launchers()[target.launcher.kind](target.launcher)
@@ -193,7 +206,7 @@ class _Run:
             if server is not None:
                 launcher.stop(server)
 
-    def calibrate(self, load: LoadGroup) -> None:
+    def calibrate(self, load: LoadBackend) -> None:
         """The load generator's own overhead against a null server, into run.json."""
         if not self.scenario.load.calibrate:
             return
@@ -269,7 +282,7 @@ class _Run:
         adapter: Adapter[Any],
         server: Server,
         variant: BuiltVariant,
-        load: LoadGroup,
+        load: LoadBackend,
         repeat: int,
     ) -> None:
         assert self.bundle is not None
@@ -296,7 +309,7 @@ class _Run:
             step += 1
 
     def _one_step(
-        self, live: _Live, plan: StepPlan, load: LoadGroup, step: int, repeat: int
+        self, live: _Live, plan: StepPlan, load: LoadBackend, step: int, repeat: int
     ) -> StepSummary:
         target, adapter = live.target, live.adapter
         self.observer.on_step_start(target.name, plan)

@@ -16,6 +16,7 @@ import yaml
 from pydantic import (
     Field,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     ValidationError,
@@ -148,6 +149,12 @@ class LoadSpec(StrictModel):
     max_requests_per_step: PositiveInt = 2_000_000
     stability: StabilitySpec = StabilitySpec()
     processes: PositiveInt = Field(1, description="load processes (fan-out beyond one core)")
+    backend: Literal["engine", "locust"] = Field(
+        "engine", description="our load engine, or Locust (FastHttpUser) for comparison"
+    )
+    locust_workers: NonNegativeInt = Field(
+        0, description="locust only: 0 = one process, N = a master and N worker processes"
+    )
     calibrate: bool = Field(True, description="measure the client's own overhead first")
 
     @model_validator(mode="after")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from time import perf_counter_ns
+from types import TracebackType
 
 import numpy as np
 
@@ -95,5 +96,10 @@ class LoadGroup:
     def __enter__(self) -> LoadGroup:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
