@@ -7,6 +7,8 @@
       targets.json      each target: settings, status, error, fidelity, startup time, log
       steps.csv         one row per target x step x repeat (appended as steps finish)
       records/<target>/<step>-r<repeat>.parquet   raw per-request records
+      telemetry/<target>/<step>-r<repeat>-<sampler>.parquet   process / GPU time series
+      verdicts.csv      pairwise verdicts with confidence intervals
       logs/<target>.log server output
 
 Files are rewritten atomically (write to a temp name, then rename) and steps.csv is only
@@ -78,6 +80,14 @@ STEP_COLUMNS = [
     "server_queue_ms",
     "server_compute_ms",
     "server_batch_avg",
+    # telemetry sampled beside the step (harness/telemetry)
+    "server_cpu_pct",
+    "server_rss_mb",
+    "gpu_util_pct",
+    "gpu_mem_mb",
+    "gpu_power_w",
+    "gpu_energy_j",
+    "energy_per_inference_mj",
 ]
 
 
@@ -146,6 +156,17 @@ class RunFolder:
             writer.writerow({k: _csv_value(row.get(k)) for k in STEP_COLUMNS})
             fh.flush()
             os.fsync(fh.fileno())
+
+    def write_telemetry(self, target: str, step: int, repeat: int, frames: dict[str, Any]) -> None:
+        """Time series of each sampler over one step: telemetry/<target>/<step>-r<n>-<name>."""
+        folder = self.path / "telemetry" / target
+        for name, frame in frames.items():
+            if frame is None or frame.empty:
+                continue
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{step:03d}-r{repeat}-{name}.parquet"
+            frame.to_parquet(path.with_suffix(".tmp"), index=False)
+            os.replace(path.with_suffix(".tmp"), path)
 
     def write_records(self, target: str, step: int, repeat: int, rec: StepRecords) -> Path:
         import pyarrow as pa

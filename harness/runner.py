@@ -32,6 +32,14 @@ from harness.results import RunFolder, new_run_id
 from harness.runtime import thread_count
 from harness.scenario import Scenario, target_by_name
 from harness.stats import StatsRules, StepSummary, summarize
+from harness.telemetry import (
+    GpuSampler,
+    ProcessTreeSampler,
+    Sampler,
+    gpu_inventory,
+    start_all,
+    stop_all,
+)
 from harness.variants import BuiltVariant, build_variant
 from harness.verdicts import write_verdicts
 
@@ -72,6 +80,7 @@ def run_scenario(
     )
     status = "failed"
     try:
+        run.check_gpus()
         run.prepare([t.variant for t in targets])
         with _load_backend(scenario) as load:
             run.calibrate(load)
@@ -116,8 +125,20 @@ class _Run:
         self.variants: dict[str, BuiltVariant] = {}
         self.variant_errors: dict[str, str] = {}
         self.bundle: ModelBundle | None = None
+        self.gpu_available = False
         cpus = scenario.resources.server_cpus
         self.threads = len(cpus) if cpus else thread_count()
+
+    def check_gpus(self) -> None:
+        """Find the GPUs once; without a driver say "no GPU" once and go on."""
+        gpus, reason = gpu_inventory()
+        self.gpu_available = bool(gpus)
+        info = self.folder.read("run.json")
+        info["provenance"]["hardware"]["gpus"] = gpus
+        info["provenance"]["hardware"]["gpu_note"] = reason
+        self.folder.write("run.json", info)
+        if not gpus and self.scenario.telemetry.gpu:
+            self.observer.on_phase(f"GPU telemetry off: {reason}")
 
     def prepare(self, variant_names: list[str]) -> None:
         self.observer.on_phase(f"building model {self.scenario.model.name}")  # type: ignore[attr-defined]
@@ -205,6 +226,15 @@ class _Run:
         finally:
             if server is not None:
                 launcher.stop(server)
+
+    def _samplers(self, server: Server) -> list[Sampler]:
+        spec = self.scenario.telemetry
+        samplers: list[Sampler] = []
+        if spec.process and server.pid is not None:
+            samplers.append(ProcessTreeSampler(server.pid, spec.interval_s))
+        if spec.gpu and self.gpu_available:
+            samplers.append(GpuSampler(spec.interval_s))
+        return samplers
 
     def calibrate(self, load: LoadBackend) -> None:
         """The load generator's own overhead against a null server, into run.json."""
@@ -315,7 +345,12 @@ class _Run:
         self.observer.on_step_start(target.name, plan)
         started = _now()
         before = adapter.server_metrics(live.server)
-        records = load.run(live.endpoint, plan)
+        samplers = self._samplers(live.server)
+        start_all(samplers)
+        try:
+            records = load.run(live.endpoint, plan)
+        finally:
+            frames = stop_all(samplers)
         after = adapter.server_metrics(live.server)
         in_process = live.server.base_url is None
         stability = self.scenario.load.stability
@@ -324,10 +359,15 @@ class _Run:
         summary = summarize(records, self.scenario.slo.latency_ms, in_process, rules,
                             self.scenario.slo.percentile)  # fmt: skip
         self.folder.write_records(target.name, step, repeat, records)
+        self.folder.write_telemetry(target.name, step, repeat, frames)
+        measured = {k: v for s in samplers if s.name in frames
+                    for k, v in s.summary(frames[s.name], summary.requests,
+                                          summary.duration_s).items()}  # fmt: skip
         self.folder.append_step(
             {
                 **summary.to_dict(),
                 **adapter.breakdown(before, after, len(records)),
+                **measured,
                 "target": target.name,
                 "adapter": target.adapter.kind,
                 "variant": target.variant,

@@ -166,6 +166,12 @@ class LoadSpec(StrictModel):
         return self
 
 
+class TelemetrySpec(StrictModel):
+    interval_s: PositiveFloat = Field(0.1, description="sampling period of every sampler")
+    process: bool = Field(True, description="CPU and RSS of the server's process tree")
+    gpu: bool = Field(True, description="NVML: utilisation, memory, power, energy, clocks")
+
+
 class ScenarioBase(StrictModel):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
@@ -176,6 +182,7 @@ class ScenarioBase(StrictModel):
     fidelity: FidelitySpec = FidelitySpec()
     slo: SloSpec = SloSpec()
     resources: ResourcesSpec = ResourcesSpec()
+    telemetry: TelemetrySpec = TelemetrySpec()
     load: LoadSpec
 
     @model_validator(mode="after")

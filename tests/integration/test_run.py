@@ -199,6 +199,10 @@ def test_steps_csv_and_records(finished_run) -> None:
     assert records.in_window.sum() == 100
     assert (records.end_ns >= records.sent_ns).all()
     assert (run_dir / "logs" / "fastapi-onnx-batch.log").exists()
+    # the server's process tree was sampled during every step of a launched server
+    served = steps[steps.target == "fastapi-onnx-batch"]
+    assert (served.server_cpu_pct > 0).all() and (served.server_rss_mb > 50).all()
+    assert (run_dir / "telemetry" / "fastapi-onnx-batch" / "000-r0-process.parquet").exists()
     # TorchServe's own view of the same steps sits next to the client's
     ts = steps[steps.target == "torchserve-torchscript-batch"]
     assert (ts.server_queue_ms > 0).all() and (ts.server_compute_ms > 0).all()
