@@ -2,8 +2,10 @@
 
 servingbench run SCENARIO [--targets a,b] [--out DIR] [--no-report]
 servingbench report RUN_DIR [-o FILE]
+servingbench compare RUN_A RUN_B [--threshold 0.1]
 servingbench validate SCENARIO...
 servingbench list
+servingbench new-adapter NAME [--dir DIR]
 """
 
 from __future__ import annotations
@@ -104,9 +106,57 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import render_report
+    from harness.summary import write_summary
+
+    if (Path(args.run_dir) / "targets.json").exists():
+        write_summary(Path(args.run_dir))
 
     out.print(f"report: {render_report(Path(args.run_dir), args.output)}", highlight=False)
     return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.compare import compare_runs
+
+    changes = compare_runs(args.run_a, args.run_b, args.threshold)
+    if args.out:
+        changes.to_csv(args.out, index=False)
+    table = Table(
+        "target",
+        "level",
+        "metric",
+        "A",
+        "B",
+        "B/A [95% CI]",
+        "",
+        title=(f"{args.run_b.name} vs {args.run_a.name} (threshold {args.threshold:.0%})"),
+    )
+    for row in changes.itertuples():
+        word = (
+            "[red]REGRESSION[/]"
+            if row.regression
+            else "[green]improvement[/]"
+            if row.improvement
+            else ""
+        )
+        table.add_row(
+            str(row.target),
+            str(row.label),
+            str(row.metric),
+            f"{row.value_a:.4g}",
+            f"{row.value_b:.4g}",
+            f"{row.ratio:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}]",
+            word,
+        )
+    out.print(table)
+    regressions = int(changes.regression.sum()) if len(changes) else 0
+    if not len(changes):
+        console.print("no (target, level) in common between the two runs", style="yellow")
+        return 2
+    out.print(
+        f"{regressions} significant regression(s) beyond {args.threshold:.0%}", highlight=False
+    )
+    return 1 if regressions else 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -135,6 +185,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_new_adapter(args: argparse.Namespace) -> int:
+    from harness.scaffold import new_adapter
+
+    module, test = new_adapter(args.name, args.dir)
+    out.print(f"adapter: {module}\ntest:    {test}", highlight=False, soft_wrap=True)
+    out.print(
+        f"next: pytest {test}   (the conformance suite; see docs/adding-an-adapter.md)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return 0
+
+
 def _yes(value: bool) -> str:
     return "[green]yes[/]" if value else "[red]no[/]"
 
@@ -152,10 +215,34 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", type=Path)
     report.add_argument("-o", "--output", type=Path, default=None)
     report.set_defaults(func=cmd_report)
+    compare = sub.add_parser(
+        "compare", help="regressions of RUN_B against RUN_A (exit 1 on a significant one)"
+    )
+    compare.add_argument("run_a", type=Path)
+    compare.add_argument("run_b", type=Path)
+    compare.add_argument(
+        "--threshold",
+        type=float,
+        default=0.10,
+        help="relative change that counts (default 0.10 = 10%%)",
+    )
+    compare.add_argument("--out", type=Path, default=None, help="also write the table as CSV")
+    compare.set_defaults(func=cmd_compare)
     validate = sub.add_parser("validate", help="validate scenario files")
     validate.add_argument("scenarios", type=Path, nargs="+")
     validate.set_defaults(func=cmd_validate)
     sub.add_parser("list", help="adapters, variants, launchers").set_defaults(func=cmd_list)
+    new = sub.add_parser(
+        "new-adapter", help="write a working adapter skeleton and its conformance test"
+    )
+    new.add_argument("name", help="the adapter's kind and module name (lowercase identifier)")
+    new.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="write both files here (default: adapters/ and tests/adapters/ of this checkout)",
+    )
+    new.set_defaults(func=cmd_new_adapter)
     return parser
 
 

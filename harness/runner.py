@@ -32,6 +32,7 @@ from harness.results import RunFolder, new_run_id
 from harness.runtime import thread_count
 from harness.scenario import Scenario, target_by_name
 from harness.stats import StatsRules, StepSummary, summarize
+from harness.summary import write_summary
 from harness.telemetry import (
     GpuSampler,
     ProcessTreeSampler,
@@ -258,6 +259,7 @@ class _Run:
             if t.get("status") == "ok" and (t.get("fidelity") or {}).get("passed")
         }
         write_verdicts(self.folder.path, trusted)
+        write_summary(self.folder.path)
 
     def _finish_target(self, name: str, status: str, error: str | None) -> None:
         if status != "ok":

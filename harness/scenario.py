@@ -172,6 +172,14 @@ class TelemetrySpec(StrictModel):
     gpu: bool = Field(True, description="NVML: utilisation, memory, power, energy, clocks")
 
 
+class CostSpec(StrictModel):
+    """Turn throughput into money (see harness/cost.py for the default price table)."""
+
+    hardware: str | None = Field(None, description="price-table key (default: detected)")
+    usd_per_hour: PositiveFloat | None = Field(None, description="your price; wins over table")
+    prices: dict[str, PositiveFloat] = Field(default_factory=dict, description="extra entries")
+
+
 class ScenarioBase(StrictModel):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
@@ -183,6 +191,7 @@ class ScenarioBase(StrictModel):
     slo: SloSpec = SloSpec()
     resources: ResourcesSpec = ResourcesSpec()
     telemetry: TelemetrySpec = TelemetrySpec()
+    cost: CostSpec = CostSpec()
     load: LoadSpec
 
     @model_validator(mode="after")

@@ -60,13 +60,13 @@ def _step_blocks(path: Path) -> Blocks | None:
 
 
 @dataclass
-class _Side:
+class Side:
     boot: dict[str, np.ndarray]
     point: dict[str, float]
     valid: bool
 
 
-def _side(run_dir: Path, target: str, runs: pd.DataFrame, seed: int) -> _Side | None:
+def side_of(run_dir: Path, target: str, runs: pd.DataFrame, seed: int) -> Side | None:
     """All repeats of one target at one level, pooled and bootstrapped once."""
     folder = run_dir / "records" / target
     parts = [
@@ -79,7 +79,7 @@ def _side(run_dir: Path, target: str, runs: pd.DataFrame, seed: int) -> _Side | 
     blocks = pooled(usable)
     latencies = np.concatenate(blocks.latencies)
     enough = len(latencies) > 0
-    return _Side(
+    return Side(
         boot=bootstrap(blocks, [50, 99], seed=seed),
         point={
             "p50": float(np.percentile(latencies, 50)) if enough else math.nan,
@@ -95,9 +95,9 @@ def compute_verdicts(run_dir: Path, trusted_targets: set[str] | None = None) -> 
     steps = pd.read_csv(run_dir / "steps.csv")
     rows: list[Verdict] = []
     for label, group in steps.groupby("label", sort=False):
-        sides: dict[str, _Side] = {}
+        sides: dict[str, Side] = {}
         for seed, (target, runs) in enumerate(group.groupby("target", sort=False)):
-            side = _side(run_dir, str(target), runs, seed)
+            side = side_of(run_dir, str(target), runs, seed)
             if side is not None:
                 sides[str(target)] = side
         for a, b in itertools.combinations(sides, 2):

@@ -1,0 +1,137 @@
+"""summary.json: the answers a platform team asks, per run, with their caveats.
+
+- lowest p99 at the SLO level, highest throughput under the SLO, cheapest per million
+  inferences, smallest memory: each names a winner among trusted targets (ran, answered
+  correctly, not the floor) and says whether the verdicts call it significant;
+- per target: its best throughput that met the SLO, cost at that throughput, peak server
+  memory, startup time, fidelity and every caveat (unstable or invalid steps).
+Reads only the run folder (like the report), so it can be rebuilt at any time.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.cost import (
+    CPU_DEFAULT,
+    hardware_key,
+    price_per_hour,
+    rps_per_dollar_hour,
+    usd_per_million,
+)
+from harness.results import read_json, write_json
+
+
+def _bool(series: pd.Series) -> pd.Series:
+    return series.astype(str).str.lower().eq("true")
+
+
+def _price(run: dict[str, Any]) -> dict[str, Any]:
+    cost = (run.get("scenario") or {}).get("cost") or {}
+    gpus = ((run.get("provenance") or {}).get("hardware") or {}).get("gpus") or []
+    hardware = cost.get("hardware") or hardware_key(gpus[0]["name"] if gpus else None)
+    try:
+        usd = price_per_hour(hardware, cost.get("prices") or {}, cost.get("usd_per_hour"))
+        note = "scenario" if cost.get("usd_per_hour") is not None else "price table"
+    except KeyError as exc:
+        hardware, usd, note = CPU_DEFAULT, price_per_hour(CPU_DEFAULT, {}, None), str(exc)
+    return {"hardware": hardware, "usd_per_hour": usd, "source": note}
+
+
+def _target_row(
+    name: str, info: dict[str, Any], rows: pd.DataFrame, slo_ms: float, usd: float
+) -> dict[str, Any]:
+    valid = rows[_bool(rows["valid"])] if "valid" in rows else rows
+    meets = valid[valid["slo_percentile_ms"] <= slo_ms] if "slo_percentile_ms" in valid else valid
+    best = meets.sort_values("throughput_rps").iloc[-1] if len(meets) else None
+    caveats = []
+    if "stable" in rows and (rows["stable"].astype(str) == "False").any():
+        caveats.append("unstable steps")
+    if len(valid) < len(rows):
+        caveats.append("steps where the load generator was the bottleneck")
+    fidelity = info.get("fidelity") or {}
+    if fidelity.get("passed") is False:
+        caveats.append("fidelity check failed")
+    throughput = float(best["throughput_rps"]) if best is not None else math.nan
+    return {
+        "adapter": info.get("adapter"),
+        "variant": info.get("variant"),
+        "status": info.get("status"),
+        "baseline": bool(info.get("baseline")),
+        "fidelity_passed": fidelity.get("passed"),
+        "throughput_under_slo_rps": throughput,
+        "at_level": None if best is None else str(best["label"]),
+        "slo_percentile_ms_there": None if best is None else float(best["slo_percentile_ms"]),
+        "max_throughput_rps": float(rows["throughput_rps"].max()) if len(rows) else math.nan,
+        "lowest_p99_ms": float(rows["p99_ms"].min()) if len(rows) else math.nan,
+        "usd_per_million": usd_per_million(throughput, usd),
+        "rps_per_usd_hour": rps_per_dollar_hour(throughput, usd),
+        "peak_rss_mb": float(rows["server_rss_mb"].max()) if "server_rss_mb" in rows else math.nan,
+        "startup_s": info.get("startup_s"),
+        "caveats": caveats,
+    }
+
+
+def _trusted(target: dict[str, Any]) -> bool:
+    return target["status"] == "ok" and not target["baseline"] and bool(target["fidelity_passed"])
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def _winner(targets: dict[str, dict[str, Any]], key: str, lowest: bool) -> dict[str, Any] | None:
+    eligible = {n: t for n, t in targets.items() if _trusted(t) and _finite(t[key])}
+    if not eligible:
+        return None
+    pick = (min if lowest else max)(eligible, key=lambda n: eligible[n][key])
+    return {"target": pick, "value": eligible[pick][key], "caveats": eligible[pick]["caveats"]}
+
+
+def build_summary(run_dir: Path) -> dict[str, Any]:
+    run = read_json(run_dir / "run.json")
+    slo = (run.get("scenario") or {}).get("slo") or {"latency_ms": math.inf}
+    steps = pd.read_csv(run_dir / "steps.csv") if (run_dir / "steps.csv").exists() else None
+    infos = (
+        {t["name"]: t for t in read_json(run_dir / "targets.json")}
+        if (run_dir / "targets.json").exists()
+        else {}
+    )
+    price = _price(run)
+    targets = {
+        name: _target_row(
+            name,
+            info,
+            steps[steps.target == name] if steps is not None else pd.DataFrame(),
+            slo["latency_ms"],
+            price["usd_per_hour"],
+        )
+        for name, info in infos.items()
+    }
+    return {
+        "run_id": run.get("run_id"),
+        "scenario": run.get("scenario_name"),
+        "status": run.get("status"),
+        "slo": slo,
+        "price": price,
+        "winners": {
+            "highest_throughput_under_slo": _winner(targets, "throughput_under_slo_rps", False),
+            "lowest_p99": _winner(targets, "lowest_p99_ms", True),
+            "cheapest_per_million": _winner(targets, "usd_per_million", True),
+            "smallest_memory": _winner(targets, "peak_rss_mb", True),
+        },
+        "targets": targets,
+    }
+
+
+def write_summary(run_dir: Path) -> Path:
+    summary = build_summary(run_dir)
+    write_json(run_dir / "summary.json", summary)
+    pd.DataFrame.from_dict(summary["targets"], orient="index").rename_axis("target").to_csv(
+        run_dir / "summary_targets.csv"
+    )
+    return run_dir / "summary.json"
