@@ -19,6 +19,16 @@ class HttpEndpoint:
 
 
 @dataclass(frozen=True)
+class GrpcEndpoint:
+    """Unary gRPC calls on one HTTP/2 channel; `requests` are serialized messages, cycled."""
+
+    host: str
+    port: int
+    method: str  # "/package.Service/Method"
+    requests: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
 class InProcessEndpoint:
     """The floor: the variant called directly in the load process, no network, no server."""
 
@@ -27,4 +37,4 @@ class InProcessEndpoint:
     threads: int = 1
 
 
-Endpoint = HttpEndpoint | InProcessEndpoint
+Endpoint = HttpEndpoint | GrpcEndpoint | InProcessEndpoint
