@@ -107,7 +107,35 @@ def _context(data: RunData, out: Path) -> dict[str, Any]:
         "targets": _targets(data),
         "provenance": _provenance(data),
         "files": folder_listing(data.path, exclude=out),
+        "answers": _answers(data),
     }
+
+
+QUESTIONS = (
+    ("highest_throughput_under_slo", "Highest throughput under the SLO", "req/s", 1),
+    ("lowest_p99", "Lowest p99", "ms", 2),
+    ("cheapest_per_million", "Cheapest per million inferences", "$", 3),
+    ("smallest_memory", "Smallest server memory (peak RSS)", "MB", 0),
+)
+
+
+def _answers(data: RunData) -> dict[str, Any] | None:
+    """The run's summary.json answers (cost, memory, winners), built from the folder."""
+    from harness.summary import build_summary
+
+    if data.steps.empty or not (data.path / "targets.json").exists():
+        return None
+    try:
+        built = build_summary(data.path)
+    except (OSError, ValueError, KeyError):
+        return None
+    winners = []
+    for key, question, unit, digits in QUESTIONS:
+        answer = built["winners"].get(key)
+        if answer is not None:
+            answer = {**answer, "value": f"{answer['value']:.{digits}f} {unit}"}
+        winners.append((question, answer))
+    return {"winners": winners, "price": built["price"], "targets": list(built["targets"].items())}
 
 
 def _seed(data: RunData) -> int:
