@@ -141,11 +141,11 @@ def _point_summary(rec: StepRecords, slo_ms: float | None, in_process: bool) -> 
     errors = int((mask & (rec.error != 0)).sum())
     lag_ms = rec.send_lag_ns[mask] / 1e6
     cpu_frac = rec.client_cpu_s / rec.client_wall_s if rec.client_wall_s > 0 else math.nan
-    ratio = (
-        achieved_rate_ratio(rec.intended_ns[mask], rec.sent_ns[mask])
-        if rec.requested_rate
-        else math.nan
-    )
+    # A backend without a schedule (locust) reports its own sent/asked ratio: its intended
+    # times are its send times, so the span comparison would always say 1.0.
+    ratio = float(rec.extra.get("achieved_rate_ratio", math.nan))
+    if math.isnan(ratio) and rec.requested_rate:
+        ratio = achieved_rate_ratio(rec.intended_ns[mask], rec.sent_ns[mask])
     lag_p99 = percentile(lag_ms, 99)
     # The floor runs the model inside the load process: its CPU and lateness are the
     # model's own queueing, not a load-generator limit.
