@@ -152,13 +152,16 @@ def stable(blocks: Blocks, q: float, windows: int, tolerance: float) -> bool | N
     return bool(min(tails) > 0 and max(tails) / min(tails) - 1 <= tolerance)
 
 
-def verdict_word(low: float, high: float, higher_is_better: bool) -> str:
+def verdict_word(low: float, high: float, higher_is_better: bool, margin: float = 0.0) -> str:
+    """'faster'/'slower' only when the whole interval of the ratio lies beyond 1 +- margin:
+    a difference smaller than the machine's noise floor is no difference worth a word."""
     if not (math.isfinite(low) and math.isfinite(high)):
         return "insufficient data"
-    if low <= 1 <= high:
-        return "no significant difference"
-    better = low > 1 if higher_is_better else high < 1
-    return "faster" if better else "slower"
+    if low > 1 + margin:
+        return "faster" if higher_is_better else "slower"
+    if high < 1 - margin:
+        return "slower" if higher_is_better else "faster"
+    return "no significant difference"
 
 
 def pooled(blocks: Sequence[Blocks]) -> Blocks:

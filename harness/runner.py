@@ -258,7 +258,7 @@ class _Run:
             for t in self.folder.read("targets.json")
             if t.get("status") == "ok" and (t.get("fidelity") or {}).get("passed")
         }
-        write_verdicts(self.folder.path, trusted)
+        write_verdicts(self.folder.path, trusted, self.scenario.verdicts.margin)
         write_summary(self.folder.path)
 
     def _finish_target(self, name: str, status: str, error: str | None) -> None:

@@ -57,6 +57,12 @@ class FidelitySpec(StrictModel):
     min_agreement: float = Field(1.0, ge=0, le=1, description="top-1 agreement required")
 
 
+class VerdictSpec(StrictModel):
+    margin: float = Field(
+        0.03, ge=0, lt=1, description="ratios within 1 +- margin are 'no significant difference'"
+    )
+
+
 class SloSpec(StrictModel):
     latency_ms: PositiveFloat = 50.0
     percentile: float = Field(99.0, gt=0, lt=100)
@@ -189,6 +195,7 @@ class ScenarioBase(StrictModel):
     variants: VariantsSpec = VariantsSpec()
     fidelity: FidelitySpec = FidelitySpec()
     slo: SloSpec = SloSpec()
+    verdicts: VerdictSpec = VerdictSpec()
     resources: ResourcesSpec = ResourcesSpec()
     telemetry: TelemetrySpec = TelemetrySpec()
     cost: CostSpec = CostSpec()

@@ -180,6 +180,9 @@ def _loadgen_notes(rec: StepRecords, cpu_frac: float, ratio: float, lag_p99: flo
         notes.append(f"sent {ratio:.1%} of the requested rate")
     if rec.requested_rate and lag_p99 > SEND_LAG_P99_LIMIT_MS:
         notes.append(f"send lag p99 {lag_p99:.1f} ms")
+    late = rec.extra.get("late_start_ms", 0.0)
+    if late > 5.0:
+        notes.append(f"a load process started {late:.0f} ms late")
     if rec.connection_cap_hit:
         notes.append("connection cap reached (open loop turned partly closed)")
     return notes

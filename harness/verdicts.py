@@ -3,7 +3,8 @@
 Records of all repeats of a (target, level) are pooled, cut into short blocks and
 bootstrapped once; each pair's ratio of p50, p99 and throughput gets a 95% interval from
 the two bootstrap distributions, and a word: "faster", "slower" or "no significant
-difference" (the interval contains 1). Point estimates alone never decide. Reads only the
+difference" (the interval reaches into 1 +- margin, 3% by default: a smaller difference is
+below what a shared machine can resolve). Point estimates alone never decide. Reads only the
 run folder, so a report can always recompute them.
 """
 
@@ -28,6 +29,7 @@ from harness.confidence import (
     verdict_word,
 )
 
+DEFAULT_MARGIN = 0.03  # differences under 3% are inside a shared machine's noise floor
 METRICS = (("p50_ms", "p50", False), ("p99_ms", "p99", False), ("throughput_rps", "rate", True))
 
 
@@ -90,7 +92,9 @@ def side_of(run_dir: Path, target: str, runs: pd.DataFrame, seed: int) -> Side |
     )
 
 
-def compute_verdicts(run_dir: Path, trusted_targets: set[str] | None = None) -> pd.DataFrame:
+def compute_verdicts(
+    run_dir: Path, trusted_targets: set[str] | None = None, margin: float = DEFAULT_MARGIN
+) -> pd.DataFrame:
     """All pairwise verdicts of a run folder (empty frame if fewer than two targets)."""
     steps = pd.read_csv(run_dir / "steps.csv")
     rows: list[Verdict] = []
@@ -110,15 +114,17 @@ def compute_verdicts(run_dir: Path, trusted_targets: set[str] | None = None) -> 
                 low, high = ratio_ci(sides[a].boot[key], sides[b].boot[key])
                 va, vb = sides[a].point[key], sides[b].point[key]
                 ratio = va / vb if vb else math.nan
-                word = verdict_word(low, high, higher_better)
+                word = verdict_word(low, high, higher_better, margin)
                 rows.append(
                     Verdict(str(label), a, b, metric, va, vb, ratio, low, high, word, trusted)
                 )
     return pd.DataFrame([asdict(v) for v in rows], columns=list(Verdict.__dataclass_fields__))
 
 
-def write_verdicts(run_dir: Path, trusted_targets: set[str] | None = None) -> Path:
-    frame = compute_verdicts(run_dir, trusted_targets)
+def write_verdicts(
+    run_dir: Path, trusted_targets: set[str] | None = None, margin: float = DEFAULT_MARGIN
+) -> Path:
+    frame = compute_verdicts(run_dir, trusted_targets, margin)
     path = run_dir / "verdicts.csv"
     frame.to_csv(path.with_suffix(".tmp"), index=False)
     path.with_suffix(".tmp").replace(path)

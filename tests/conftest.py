@@ -112,7 +112,9 @@ os.environ["SERVINGBENCH_TEST_SESSION"] = SESSION_TAG
 
 def _helper(proc: psutil.Process) -> bool:
     # multiprocessing's resource tracker lives as long as pytest itself: not a server
-    return "multiprocessing.resource_tracker" in " ".join(proc.cmdline())
+    # and the load processes it spawns are ours, closed by their context managers
+    cmd = " ".join(proc.cmdline())
+    return "multiprocessing.resource_tracker" in cmd or "multiprocessing.spawn" in cmd
 
 
 def servingbench_processes() -> list[psutil.Process]:

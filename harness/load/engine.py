@@ -30,6 +30,7 @@ from harness.load.records import StepRecords
 COARSE_MARGIN_NS = 2_000_000  # timer sleeps stop this early (libuv timers: 1 ms resolution)
 FINE_MIN_NS = 60_000  # below this, a thread hop costs more than it saves: send on next turn
 EXPIRE_EVERY_S = 0.05
+LATE_START_MS = 5.0  # a fanned-out process starting later than this skews the merged step
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,7 @@ async def run_step(endpoint: Endpoint, plan: StepPlan) -> StepRecords:
         while perf_counter_ns() < plan.start_at_ns:
             await asyncio.sleep(0)
     t0 = plan.start_at_ns or perf_counter_ns()
+    late_ms = (perf_counter_ns() - t0) / 1e6  # > 0 when this process got its plan too late
     try:
         state["stop_ns"] = t0 + int((plan.warmup_s + _longest(plan)) * 1e9)
         monitor = loop.create_task(_watch_stability(plan, rec, state, t0))
@@ -213,9 +215,14 @@ async def run_step(endpoint: Endpoint, plan: StepPlan) -> StepRecords:
         connections=connections,
         connection_cap_hit=cap_hit,
         error_samples=errors,
-        extra={"bodies": transport.bodies}
-        if plan.keep_bodies and hasattr(transport, "bodies")
-        else {},
+        extra={
+            **(
+                {"bodies": transport.bodies}
+                if plan.keep_bodies and hasattr(transport, "bodies")
+                else {}
+            ),
+            **({"late_start_ms": late_ms} if plan.start_at_ns and late_ms > LATE_START_MS else {}),
+        },
         t0_ns=t0,
     )
 

@@ -70,6 +70,7 @@ def merge(parts: list[StepRecords]) -> StepRecords:
             **first.extra,
             "processes": len(parts),
             "client_cpu_s_per_process": [p.client_cpu_s for p in parts],
+            "late_start_ms": max(p.extra.get("late_start_ms", 0.0) for p in parts),
         },
     )
 

@@ -107,7 +107,7 @@ def load_verdicts(data: RunData) -> Verdicts:
         return Verdicts.of(read_verdicts(path), "verdicts.csv")
     if data.steps.empty or data.steps.groupby("label")["target"].nunique().max() < 2:
         return Verdicts.of(_empty())  # no pairs to compare
-    from harness.verdicts import compute_verdicts
+    from harness.verdicts import DEFAULT_MARGIN, compute_verdicts
 
     trusted = {  # the runner's rule (harness.runner.Runner.conclude)
         str(t.get("name"))
@@ -115,7 +115,8 @@ def load_verdicts(data: RunData) -> Verdicts:
         if t.get("status") == "ok" and (t.get("fidelity") or {}).get("passed")
     }
     try:
-        frame = compute_verdicts(data.path, trusted)
+        margin = (data.scenario.get("verdicts") or {}).get("margin", DEFAULT_MARGIN)
+        frame = compute_verdicts(data.path, trusted, float(margin))
     except Exception as exc:  # e.g. a step without its records: say so, keep the report
         note = f"verdicts.csv is missing and could not be computed ({type(exc).__name__}: {exc})"
         return Verdicts.of(_empty(), note=note)

@@ -76,3 +76,10 @@ def test_stability_windows(skew: float, expected: bool) -> None:
     windows = make_blocks(t, latency, 0, int(5e9), 1.0)
     assert stable(windows, 99, 3, 0.10) is expected
     assert stable(make_blocks(t, latency, 0, int(2e9), 1.0), 99, 3, 0.1) is None  # 2 windows
+
+
+def test_margin_keeps_a_tiny_difference_from_being_a_verdict() -> None:
+    assert verdict_word(1.01, 1.02, higher_is_better=True) == "faster"  # significant...
+    assert verdict_word(1.01, 1.02, True, margin=0.03) == "no significant difference"
+    assert verdict_word(1.05, 1.10, True, margin=0.03) == "faster"
+    assert verdict_word(0.80, 0.90, False, margin=0.03) == "faster"

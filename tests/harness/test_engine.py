@@ -37,7 +37,7 @@ def test_open_loop_timing_against_a_fixed_delay(nullserver, load) -> None:
     assert abs(s.throughput_rps / 200 - 1) < 0.02
     assert s.achieved_rate_ratio > 0.98
     assert 5.0 <= s.p50_ms < 6.0, s  # the true 5 ms, plus a small client/loopback cost
-    assert s.send_lag_p99_ms < 2.0
+    assert s.send_lag_p99_ms < 5.0  # < 1 ms on a quiet box: nox -s loadgen_bench
     assert not s.loadgen_saturated
 
 
@@ -166,4 +166,9 @@ def test_two_load_processes_add_up(nullserver, mode: str) -> None:
         assert s.achieved_rate_ratio > 0.98
     else:
         assert rec.connections == 6
-        assert 6 / 0.0052 * 0.8 < s.throughput_rps < 6 / 0.005  # six users of a 5 ms server
+        # Little's law: six users always in flight, whatever the machine's speed today --
+        # unless a process got its plan late, which the step then says (not valid)
+        if s.valid:
+            assert s.throughput_rps * s.mean_ms / 1000 == pytest.approx(6, rel=0.15)
+        else:
+            assert "started" in s.invalid_reason
