@@ -1,4 +1,5 @@
-"""Sessions: benchmark (the main job), tests, lint, typecheck, loadgen_bench.
+"""Sessions: benchmark (the main job), tests, lint, typecheck, loadgen_bench, perf_analyzer,
+perf (the harness's own performance suite).
 
 Torch is installed first and pinned: on this kind of machine `pip install torch==2.13.0`
 takes the local CPU build, where an unpinned resolver would fetch a multi-GB CUDA build.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import nox
 
@@ -17,6 +19,7 @@ nox.options.default_venv_backend = "venv"
 
 TORCH = os.environ.get("SERVINGBENCH_TORCH", "torch==2.13.0")
 DEFAULT_SCENARIO = "scenarios/digits-cnn.yaml"
+PERF_STORAGE = Path(__file__).resolve().parent / "results" / "perf-benchmarks"  # git-ignored
 
 
 def install(session: nox.Session, *extras: str) -> None:
@@ -36,7 +39,21 @@ def benchmark(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """The test suite (heavy optional stacks have their own sessions)."""
     install(session, "all", "test")
+    # a third-party adapter package: entry-point discovery (tests/adapters/test_out_of_tree.py)
+    session.install("-e", "tests/out_of_tree/servingbench-echo")
     session.run("pytest", "-m", "not docker and not vllm and not gpu", *session.posargs)
+
+
+@nox.session
+def perf(session: nox.Session) -> None:
+    """The harness's own performance suite (benchmarks/perf): saves every run and, from the
+    second on, fails when a benchmark's best time is 30% slower than the previous run."""
+    session.install("-e", ".[perf]")  # no torch: nothing measured here runs a model
+    args = ["--benchmark-storage", f"file://{PERF_STORAGE}", "--benchmark-autosave"]
+    if any(PERF_STORAGE.rglob("*.json")):  # the first run has nothing to compare with
+        # min, not mean: microsecond benchmarks on a shared box have noisy means
+        args += ["--benchmark-compare", "--benchmark-compare-fail=min:30%"]
+    session.run("pytest", "benchmarks/perf", "-p", "no:cacheprovider", *args, *session.posargs)
 
 
 @nox.session
@@ -59,3 +76,25 @@ def loadgen_bench(session: nox.Session) -> None:
         session.run("apt-get", "install", "-y", "-qq", "wrk", external=True)
     install(session, "all", "loadgen-bench")
     session.run("python", "benchmarks/loadgen_bench.py", *session.posargs)
+
+
+@nox.session
+def perf_analyzer(session: nox.Session) -> None:
+    """One Triton target measured by NVIDIA's perf_analyzer and by our load engine."""
+    # perf_analyzer ships in the tritonclient 2.51.0 wheel (later wheels split it out); it
+    # needs libb64.so.0d from apt and libcudart.so.12 even against a CPU-only server.
+    if not _has_library("libb64.so.0d") and os.geteuid() == 0 and shutil.which("apt-get"):
+        session.run("apt-get", "install", "-y", "-qq", "libb64-0d", external=True)
+    install(session, "all")
+    session.install("nvidia-cuda-runtime-cu12")
+    wheels = session.create_tmp()
+    session.run("pip", "download", "--no-deps", "tritonclient==2.51.0", "-d", wheels)
+    session.run(
+        "python", "benchmarks/triton_vs_perf_analyzer.py", "--wheel-dir", wheels, *session.posargs
+    )
+
+
+def _has_library(name: str) -> bool:
+    import ctypes.util
+
+    return ctypes.util.find_library(name.split(".so")[0].removeprefix("lib")) is not None

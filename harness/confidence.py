@@ -22,7 +22,7 @@ import numpy as np
 
 MIN_TAIL_SAMPLES = 10
 BOOTSTRAP_RESAMPLES = 300
-POOL_CAP = 50_000  # latencies kept per bootstrap (thinned uniformly above this, for speed)
+POOL_CAP = 20_000  # latencies kept per bootstrap (thinned uniformly above this, for speed)
 CI_BLOCKS = 50  # blocks per step for intervals: short enough to resample, long enough to
 CI_BLOCK_MIN_S = 0.05  # keep a queue's busy period inside one block
 CONFIDENCE = 0.95
