@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 
 from harness.errors import ProtocolError
-from harness.load.endpoints import HttpEndpoint
+from harness.load.endpoints import Endpoint, HttpEndpoint
 from harness.load.http import build_request
 
 
@@ -34,13 +34,18 @@ class ProtocolClient(ABC):
     def decode(self, body: bytes) -> np.ndarray:
         """Outputs (N, ...) from a response body; ProtocolError if malformed."""
 
+    def extra_headers(self, body: bytes) -> dict[str, str]:
+        """Headers a request needs besides Content-Type/Length (e.g. a binary split point)."""
+        return {}
+
     def infer(self, batch: np.ndarray, timeout_s: float = 30.0) -> np.ndarray:
+        body = self.encode(batch)
         try:
             response = httpx.request(
                 self.method,
                 self.base_url + self.path,
-                content=self.encode(batch),
-                headers={"Content-Type": self.content_type},
+                content=body,
+                headers={"Content-Type": self.content_type, **self.extra_headers(body)},
                 timeout=timeout_s,
             )
         except httpx.HTTPError as exc:
@@ -52,14 +57,16 @@ class ProtocolClient(ABC):
             )
         return self.decode(response.content)
 
-    def endpoint(self, instances: np.ndarray) -> HttpEndpoint:
+    def endpoint(self, instances: np.ndarray) -> Endpoint:
         """Pre-built requests, one instance each, for the load engine."""
         url = httpx.URL(self.base_url)
         host, port = url.host, url.port or 80
+        bodies = [self.encode(x[None]) for x in instances]
         requests = tuple(
             build_request(
-                host, port, self.method, self.path, self.encode(x[None]), self.content_type
+                host, port, self.method, self.path, body, self.content_type,
+                self.extra_headers(body),
             )
-            for x in instances
-        )
+            for body in bodies
+        )  # fmt: skip
         return HttpEndpoint(host=host, port=port, requests=requests)

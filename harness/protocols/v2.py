@@ -1,0 +1,183 @@
+"""Open Inference Protocol (KServe v2, Triton's HTTP/gRPC API): three encodings.
+
+    v2-json    POST /v2/models/<m>/infer   {"inputs": [{"name", "shape", "datatype", "data"}]}
+    v2-binary  the same, with tensor bytes after the JSON header (Triton's binary tensor
+               extension: `Inference-Header-Content-Length` says where the JSON ends;
+               `binary_data_output` asks for the answer in the same form)
+    v2-grpc    inference.GRPCInferenceService/ModelInfer, tensors in raw_*_contents
+
+`path` names the model the v2 way (`/v2/models/<m>/infer`) for all three; the gRPC client
+reads the model name from it and takes `grpc://host:port` (or `http://host:port`, the
+gRPC port) as base URL. Every request carries one FP32 input; the named output is decoded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, ClassVar
+
+import httpx
+import numpy as np
+
+from harness.errors import ProtocolError
+from harness.load.endpoints import Endpoint, GrpcEndpoint
+from harness.protocols import protowire
+from harness.protocols.base import ProtocolClient
+
+DTYPES = {"FP32": "<f4", "FP64": "<f8", "FP16": "<f2", "INT64": "<i8", "INT32": "<i4",
+          "INT16": "<i2", "INT8": "i1", "UINT8": "u1", "BOOL": "?"}  # fmt: skip
+_MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+class V2Client(ProtocolClient):
+    """What the three encodings share: the model path, tensor names, output decoding."""
+
+    def __init__(
+        self,
+        base_url: str,
+        path: str = "/v2/models/model/infer",
+        *,
+        input_name: str = "input",
+        output_name: str = "output",
+    ) -> None:
+        super().__init__(base_url, path)
+        found = _MODEL_PATH.match(path)
+        if found is None:
+            raise ValueError(f"{path!r} is not a v2 inference path (/v2/models/<model>/infer)")
+        self.model, self.version = found.group(1), found.group(2) or ""
+        self.input_name, self.output_name = input_name, output_name
+
+    def _tensor(self, outputs: list[dict[str, Any]], raw: list[bytes | None]) -> np.ndarray:
+        for meta, data in zip(outputs, raw, strict=True):
+            if meta.get("name") != self.output_name:
+                continue
+            dtype = DTYPES.get(meta.get("datatype", ""))
+            if dtype is None:
+                raise ProtocolError(f"v2 output {self.output_name}: datatype {meta!r} unknown")
+            shape = [int(d) for d in meta.get("shape", [])]
+            if data is None:
+                values = np.asarray(meta.get("data", []), dtype)
+            else:
+                values = np.frombuffer(data, dtype)
+            try:
+                return values.reshape(shape).astype(np.float32)
+            except ValueError as exc:
+                raise ProtocolError(f"v2 output {self.output_name}: {exc}") from exc
+        names = [o.get("name") for o in outputs]
+        raise ProtocolError(f"v2 answer has no output {self.output_name!r} (outputs: {names})")
+
+
+class V2JsonClient(V2Client):
+    name: ClassVar[str] = "v2-json"
+
+    def encode(self, batch: np.ndarray) -> bytes:
+        batch = np.asarray(batch, np.float32)
+        tensor = {"name": self.input_name, "shape": list(batch.shape), "datatype": "FP32",
+                  "data": batch.ravel().tolist()}  # fmt: skip
+        return json.dumps({"inputs": [tensor]}, separators=(",", ":")).encode()
+
+    def decode(self, body: bytes) -> np.ndarray:
+        try:
+            outputs = json.loads(body)["outputs"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ProtocolError(f"not a v2 JSON answer ({exc}): {body[:200]!r}") from exc
+        return self._tensor(outputs, [None] * len(outputs))
+
+
+class V2BinaryClient(V2Client):
+    name: ClassVar[str] = "v2-binary"
+    content_type: ClassVar[str] = "application/octet-stream"
+
+    def encode(self, batch: np.ndarray) -> bytes:
+        raw = np.ascontiguousarray(batch, "<f4").tobytes()
+        tensor = {"name": self.input_name, "shape": list(np.shape(batch)), "datatype": "FP32",
+                  "parameters": {"binary_data_size": len(raw)}}  # fmt: skip
+        header = {"inputs": [tensor], "parameters": {"binary_data_output": True}}
+        return json.dumps(header, separators=(",", ":")).encode() + raw
+
+    def extra_headers(self, body: bytes) -> dict[str, str]:
+        return {HEADER_LENGTH: str(_split(body)[1])}
+
+    def decode(self, body: bytes) -> np.ndarray:
+        # The response header says where the JSON ends, but so does the JSON itself: decoding
+        # from the body alone keeps `decode(bytes)` the one interface for every protocol.
+        header, offset = _split(body)
+        raw: list[bytes | None] = []
+        for meta in header.get("outputs", []):
+            size = (meta.get("parameters") or {}).get("binary_data_size")
+            if size is None:
+                raw.append(None)
+                continue
+            raw.append(body[offset : offset + int(size)])
+            offset += int(size)
+        if offset != len(body):
+            raise ProtocolError(f"v2 binary answer: {len(body) - offset} bytes left over")
+        return self._tensor(header.get("outputs", []), raw)
+
+
+def _split(body: bytes) -> tuple[dict[str, Any], int]:
+    """The JSON header at the start of a binary-extension body, and where it ends."""
+    try:
+        # latin-1 maps bytes 1:1 to characters, so the end index is a byte offset
+        header, end = json.JSONDecoder().raw_decode(body.decode("latin-1"))
+    except ValueError as exc:
+        raise ProtocolError(f"v2 binary body without a JSON header: {body[:200]!r}") from exc
+    if not isinstance(header, dict):
+        raise ProtocolError(f"v2 binary header is not an object: {body[:200]!r}")
+    return header, end
+
+
+class V2GrpcClient(V2Client):
+    name: ClassVar[str] = "v2-grpc"
+    content_type: ClassVar[str] = "application/grpc"
+
+    def __init__(
+        self,
+        base_url: str,
+        path: str = "/v2/models/model/infer",
+        *,
+        input_name: str = "input",
+        output_name: str = "output",
+    ) -> None:
+        super().__init__(base_url, path, input_name=input_name, output_name=output_name)
+        url = httpx.URL(self.base_url)
+        if url.port is None:
+            raise ValueError(f"{base_url!r}: a gRPC target needs an explicit port")
+        self.host, self.port = url.host, url.port
+
+    def encode(self, batch: np.ndarray) -> bytes:
+        batch = np.asarray(batch, np.float32)
+        raw = np.ascontiguousarray(batch, "<f4").tobytes()
+        return protowire.encode_infer_request(
+            self.model, [(self.input_name, "FP32", batch.shape, raw)], (self.output_name,),
+            self.version,
+        )  # fmt: skip
+
+    def decode(self, body: bytes) -> np.ndarray:
+        try:
+            outputs = protowire.decode_infer_response(body)
+        except ValueError as exc:
+            raise ProtocolError(f"not a ModelInferResponse ({exc}): {body[:200]!r}") from exc
+        metas = [{"name": t.name, "datatype": t.datatype, "shape": t.shape} for t, _ in outputs]
+        return self._tensor(metas, [raw for _, raw in outputs])
+
+    def infer(self, batch: np.ndarray, timeout_s: float = 30.0) -> np.ndarray:
+        import grpc  # only gRPC targets need grpcio (the `triton` extra)
+
+        from harness.load.grpc import CHANNEL_OPTIONS
+
+        target = f"{self.host}:{self.port}"
+        with grpc.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
+            call = channel.unary_unary(protowire.METHOD)  # bytes in, bytes out
+            try:
+                body = call(self.encode(batch), timeout=timeout_s)
+            except grpc.RpcError as exc:
+                code, details = exc.code(), exc.details()
+                raise ProtocolError(f"grpc://{target} ModelInfer: {code.name}: {details}") from exc
+        return self.decode(body)
+
+    def endpoint(self, instances: np.ndarray) -> Endpoint:
+        requests = tuple(self.encode(x[None]) for x in instances)
+        return GrpcEndpoint(self.host, self.port, protowire.METHOD, requests)
