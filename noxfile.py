@@ -38,7 +38,11 @@ def benchmark(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite (heavy optional stacks have their own sessions)."""
-    install(session, "all", "test")
+    # headless Chromium opens the HTML report (tests/integration/test_report_browser.py)
+    if shutil.which("chromium") is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        session.run("apt-get", "update", "-qq", external=True)
+        session.run("apt-get", "install", "-y", "-qq", "chromium", external=True)
+    install(session, "all", "test", "mlflow")  # mlflow: tests/integration/test_mlflow.py
     # a third-party adapter package: entry-point discovery (tests/adapters/test_out_of_tree.py)
     session.install("-e", "tests/out_of_tree/servingbench-echo")
     session.run("pytest", "-m", "not docker and not vllm and not gpu", *session.posargs)

@@ -1,7 +1,7 @@
 """`servingbench`: the only module that parses argv or prints.
 
 servingbench run SCENARIO [--targets a,b] [--out DIR] [--no-report]
-servingbench report RUN_DIR [-o FILE]
+servingbench report RUN_DIR [-o FILE] [--mlflow URI]
 servingbench compare RUN_A RUN_B [--threshold 0.1]
 servingbench validate SCENARIO...
 servingbench list
@@ -111,7 +111,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     if (Path(args.run_dir) / "targets.json").exists():
         write_summary(Path(args.run_dir))
 
-    out.print(f"report: {render_report(Path(args.run_dir), args.output)}", highlight=False)
+    report = render_report(Path(args.run_dir), args.output)
+    out.print(f"report: {report}", highlight=False)
+    if args.mlflow:
+        from harness.mlflow_export import export_run
+
+        run_id = export_run(Path(args.run_dir), args.mlflow, report)
+        out.print(f"mlflow: run {run_id} at {args.mlflow}", highlight=False)
     return 0
 
 
@@ -214,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="render the HTML report of a run folder")
     report.add_argument("run_dir", type=Path)
     report.add_argument("-o", "--output", type=Path, default=None)
+    report.add_argument(
+        "--mlflow",
+        metavar="URI",
+        default=None,
+        help="also log the run to MLflow at this tracking URI (file:PATH, http://..., or a "
+        "path); needs the mlflow extra",
+    )
     report.set_defaults(func=cmd_report)
     compare = sub.add_parser(
         "compare", help="regressions of RUN_B against RUN_A (exit 1 on a significant one)"

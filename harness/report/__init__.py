@@ -29,8 +29,10 @@ from harness.report.data import (
     load_run,
     log_tail,
 )
+from harness.report.resources_view import accuracy_chart, resources_chart
 from harness.report.search_view import search_chart, searches
 from harness.report.summary import summarize, trust_reasons
+from harness.report.timeline import timeline
 from harness.report.verdicts_view import Verdicts, load_verdicts, verdict_tables
 
 __all__ = ["RunFolderError", "render_report"]
@@ -97,11 +99,15 @@ def _context(data: RunData, out: Path) -> dict[str, Any]:
         "charts": {
             "latency": charts.latency_vs_throughput(agg, targets, data.slo_ms, marks),
             "throughput": charts.throughput_bars(agg, labels, targets, marks),
+            "concurrency": charts.throughput_vs_concurrency(agg, targets, marks),
             "cdfs": [
                 (label, charts.latency_cdf(samples.get(label, {}), targets, data.slo_ms, marks))
                 for label in labels
             ],
             "search": search_chart(data, slo_searches, marks),
+            "timeline": timeline(data, marks),
+            "resources": resources_chart(data),
+            "accuracy": accuracy_chart(data, agg),
         },
         "variants": _variants(data),
         "targets": _targets(data),

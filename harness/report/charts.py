@@ -221,3 +221,157 @@ def slo_search(
     ax.grid(True, which="both", alpha=0.3)
     _legend(ax, drawn)
     return to_data_uri(fig)
+
+
+def throughput_vs_concurrency(
+    agg: pd.DataFrame, targets: Sequence[str], marks: Mapping[str, str] | None = None
+) -> str | None:
+    """Closed-loop steps only: throughput (with its interval) against concurrency."""
+    closed = agg[agg["mode"] == "closed"]
+    fig = Figure(figsize=(9, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    drawn = 0
+    for name, color in zip(targets, _colors(len(targets)), strict=False):
+        rows = closed[closed["target"] == name].sort_values("concurrency", kind="stable")
+        x, y = (rows[c].to_numpy(dtype=float) for c in ("concurrency", "throughput_rps"))
+        ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+        if not ok.any():
+            continue
+        low, high = (
+            rows[c].to_numpy(dtype=float)[ok] for c in ("throughput_rps_lo", "throughput_rps_hi")
+        )
+        x, y = x[ok], y[ok]
+        errors = np.nan_to_num(np.vstack([y - low, high - y]).clip(min=0), nan=0.0)
+        ax.errorbar(x, y, yerr=errors, fmt="-o", markersize=4, capsize=3, color=color,
+                    label=_name(name, marks))  # fmt: skip
+        drawn += 1
+    if not drawn:
+        return None
+    ax.set_xscale("log", base=2)
+    _plain_numbers(ax.xaxis)
+    ax.set_xlabel("concurrency (requests in flight, log scale)")
+    ax.set_ylabel("throughput (requests/s)")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, which="both", alpha=0.3)
+    _legend(ax, drawn)
+    return to_data_uri(fig)
+
+
+def startup_and_memory(
+    startup_s: Mapping[str, float],
+    memory_mb: Mapping[str, Mapping[str, float]],
+    targets: Sequence[str],
+) -> str | None:
+    """Horizontal bars per target: time to ready, then each peak memory series given
+    (e.g. {"peak server RSS (MB)": {...}, "peak GPU memory (MB)": {...}}); empty ones skipped."""
+    panels = [("time to ready (s)", startup_s), *memory_mb.items()]
+    panels = [(title, values) for title, values in panels if _finite_values(values, targets)]
+    if not panels:
+        return None
+    names = [t for t in targets if any(t in values for _, values in panels)]
+    fig = Figure(figsize=(9, max(2.4, 1.2 + 0.4 * len(names))), layout="constrained")
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    colors = dict(zip(targets, _colors(len(targets)), strict=False))
+    base = np.arange(len(names))
+    for ax, (title, values) in zip(axes, panels, strict=True):
+        heights = np.array([values.get(n, np.nan) for n in names], dtype=float)
+        ax.barh(base, np.nan_to_num(heights, nan=0.0), color=[colors[n] for n in names])
+        for y, value in zip(base, heights, strict=True):
+            text = f" {value:.3g}" if np.isfinite(value) else " n/a"
+            ax.text(np.nan_to_num(value, nan=0.0), y, text, va="center", fontsize="small")
+        ax.set_title(title, fontsize="medium")
+        ax.margins(x=0.25)
+        ax.grid(True, axis="x", alpha=0.3)
+    axes[0].set_yticks(base, [plain(n) for n in names], fontsize="small")
+    axes[0].invert_yaxis()
+    return to_data_uri(fig)
+
+
+def _finite_values(values: Mapping[str, float], targets: Sequence[str]) -> bool:
+    return any(np.isfinite(values.get(t, np.nan)) for t in targets)
+
+
+def accuracy_vs_speed(
+    points: Sequence[tuple[str, str, float, float]], reference: float | None
+) -> str | None:
+    """One labelled point per variant: (variant, served by, best throughput, accuracy 0-1)."""
+    shown = [p for p in points if np.isfinite(p[2]) and p[2] > 0 and np.isfinite(p[3])]
+    if not shown:
+        return None
+    fig = Figure(figsize=(9, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    for (variant, target, rps, accuracy), color in zip(shown, _colors(len(shown)), strict=False):
+        ax.scatter([rps], [accuracy * 100], s=50, color=color, zorder=3)
+        ax.annotate(f"{plain(variant)}\n({plain(target)})", (rps, accuracy * 100),
+                    textcoords="offset points", xytext=(6, 4), fontsize="small")  # fmt: skip
+    if reference is not None and np.isfinite(reference):
+        ax.axhline(reference * 100, color="black", linewidth=1, linestyle=":",
+                   label=f"fp32 reference {reference * 100:.2f}%")  # fmt: skip
+        ax.legend(fontsize="small", loc="lower left", frameon=False)
+    levels = [p[3] * 100 for p in shown]
+    if reference is not None and np.isfinite(reference):
+        levels.append(reference * 100)
+    pad = max(1.0, (max(levels) - min(levels)) * 0.3)  # room for the labels
+    ax.set_ylim(min(levels) - pad, min(max(levels) + pad, 100 + pad / 2))
+    ax.set_xlim(0, max(p[2] for p in shown) * 1.25)
+    ax.set_xlabel("best throughput of a target serving the variant (requests/s)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    return to_data_uri(fig)
+
+
+def latency_over_time(
+    latency: Mapping[str, pd.DataFrame],
+    process: Mapping[str, pd.DataFrame],
+    gpu: Mapping[str, pd.DataFrame],
+    warmup_s: float | None,
+    slo_ms: float | None,
+    marks: Mapping[str, str] | None = None,
+) -> str | None:
+    """Per-window p50 (dashed) / p99 (solid) over one step, with the server's CPU % and,
+    when sampled, GPU utilisation (solid) and power (dotted) in panels below on the same
+    time axis. Frames: latency (t_s, p50_ms, p99_ms), process (t_s, cpu_pct), gpu (t_s,
+    util_pct, power_w)."""
+    names = [n for n, frame in latency.items() if not frame.empty]
+    if not names:
+        return None
+    rows = 1 + bool(process) + bool(gpu)
+    fig = Figure(figsize=(9, 3.6 + 2.0 * (rows - 1)), layout="constrained")
+    axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
+    every = list(dict.fromkeys([*latency, *process, *gpu]))
+    colors = dict(zip(every, _colors(len(every)), strict=False))
+    top = axes[0]
+    for name in names:
+        frame = latency[name]
+        for column, style, suffix in (("p99_ms", "-", "p99"), ("p50_ms", "--", "p50")):
+            top.plot(frame["t_s"], frame[column], style, color=colors[name], linewidth=1,
+                     label=f"{_name(name, marks)} {suffix}")  # fmt: skip
+    if slo_ms is not None and slo_ms > 0:
+        top.axhline(slo_ms, color="black", linewidth=1, linestyle=":", label=f"SLO {slo_ms:g} ms")
+    top.set_yscale("log")
+    _plain_numbers(top.yaxis)
+    top.set_ylabel("latency per window (ms)")
+    _legend(top, len(names))
+    if process:
+        ax = axes[1]
+        for name, frame in process.items():
+            ax.plot(frame["t_s"], frame["cpu_pct"], color=colors[name], label=_name(name, marks))
+        ax.set_ylabel("server CPU (%)")
+        ax.set_ylim(bottom=0)
+        _legend(ax, len(process))
+    if gpu:
+        ax = axes[-1]
+        power = ax.twinx()
+        for name, frame in gpu.items():
+            ax.plot(frame["t_s"], frame["util_pct"], color=colors[name])
+            if "power_w" in frame:
+                power.plot(frame["t_s"], frame["power_w"], ":", color=colors[name])
+        ax.set_ylabel("GPU utilisation (%)")
+        power.set_ylabel("GPU power (W, dotted)")
+        ax.set_ylim(0, 105)  # colours as in the latency panel's legend
+    for ax in axes:
+        if warmup_s:
+            ax.axvspan(0, warmup_s, color="0.85", alpha=0.5, linewidth=0)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[-1].set_xlabel("time since step start (s); grey: warm-up, not measured")
+    return to_data_uri(fig)

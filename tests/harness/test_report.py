@@ -261,9 +261,12 @@ def test_report_has_summary_tables_charts_and_provenance(full_run: Path) -> None
     problems = html[html.index('id="problems"') : html.index('id="comparison"')]
     assert "top-1 agreement 0.50 &lt; 1.00" in problems
     assert "accuracy drop 7.7 &gt; 1.0 points" in problems
-    # charts: latency/throughput, bars and one CDF per step label, as inline PNG
+    # charts: latency/throughput, bars, one CDF per step label, throughput vs concurrency,
+    # latency over time, startup and memory, accuracy vs speed: all inline PNG
     pngs = re.findall(r'<img class="chart"[^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(pngs) == 2 + len(LABELS)
+    assert len(pngs) == 2 + len(LABELS) + 4
+    for chart in ("concurrency", "timeline", "resources", "accuracy"):
+        assert f'id="chart-{chart}"' in html
     assert all(base64.b64decode(p)[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     # variants (drop in points), targets (compact settings), provenance, file listing
     assert "7.70" in html
@@ -342,7 +345,9 @@ def test_run_without_steps_says_so(tmp_path: Path) -> None:
     assert "No steps finished" in html
     assert "Run status is &#39;interrupted&#39;" in html
     assert "Target fast: running" in html
-    assert 'src="data:image/png' not in html
+    # no step charts; only the startup time, which was measured before the run stopped
+    assert html.count('src="data:image/png') == 1 and 'id="chart-resources"' in html
+    assert "No closed-loop steps to plot." in html
 
 
 def test_no_problems_and_saturated_row_left_out_of_ranking(tmp_path: Path) -> None:
@@ -407,7 +412,11 @@ def test_unreadable_records_file_is_a_problem_not_a_crash(tmp_path: Path) -> Non
     html = render_report(folder.path).read_text(encoding="utf-8")
     assert "records/fast/001-r0.parquet: unreadable" in html
     assert "No per-request records for this step." in html  # closed c=8 has no CDF
-    assert html.count('<img class="chart"') == 3  # two summary charts, one CDF
+    # two summary charts, one CDF, throughput vs concurrency, startup, accuracy; the timeline
+    # of the heaviest step (closed c=8) has no readable records and says so
+    assert html.count('<img class="chart"') == 6
+    assert 'id="chart-timeline"' not in html
+    assert "fast: records unreadable (" in _section(html, "charts", "variants")
 
 
 def _section(html: str, start: str, end: str) -> str:
