@@ -108,22 +108,29 @@ def summarize(
     summary = _point_summary(rec, slo_ms, in_process)
     blocks = step_blocks(rec, ci_block_seconds(summary.duration_s))
     windows = step_blocks(rec, (rules or StatsRules()).window_s)
-    _add_confidence(summary, blocks, windows, rules)
+    _add_confidence(summary, blocks, windows, rules, open_loop=bool(rec.requested_rate))
     if enough_samples(blocks.count, slo_percentile):
         summary.slo_percentile_ms = percentile(np.concatenate(blocks.latencies), slo_percentile)
     return summary
 
 
 def _add_confidence(
-    summary: StepSummary, blocks: Blocks, windows: Blocks, rules: StatsRules | None
+    summary: StepSummary,
+    blocks: Blocks,
+    windows: Blocks,
+    rules: StatsRules | None,
+    open_loop: bool = False,
 ) -> None:
     rules = rules or StatsRules()
     boot = bootstrap(blocks, [50, 99])
     summary.p50_ms_ci_low, summary.p50_ms_ci_high = interval(boot["p50"])
     summary.p99_ms_ci_low, summary.p99_ms_ci_high = interval(boot["p99"])
-    low, high, summary.cv = rate_ci(blocks)
+    low, high, _ = rate_ci(blocks)
+    summary.cv = rate_ci(windows)[2]  # over the stability windows, not the short CI blocks
     summary.throughput_rps_ci_low, summary.throughput_rps_ci_high = low, high
-    summary.stable = stable(windows, rules.percentile, rules.windows, rules.tolerance)
+    summary.stable = stable(
+        windows, rules.percentile, rules.windows, rules.tolerance, check_rate=not open_loop
+    )
     short = [f"p{q:g}" for q in (50, 90, 99) if not enough_samples(blocks.count, q)]
     for name in short:  # a percentile of too few samples is noise, not a number
         setattr(summary, f"{name}_ms", math.nan)

@@ -251,7 +251,7 @@ async def _watch_stability(plan: StepPlan, rec: _Recorder, state: dict[str, int]
         latency = (np.asarray(rec.end, np.int64) - intended) / 1e6
         ok = (np.asarray(rec.error) == 0) & (intended >= warmup_ns) & (intended < judged_end)
         blocks = make_blocks(intended[ok], latency[ok], warmup_ns, judged_end, window_s)
-        if stable(blocks, q, windows, tolerance):
+        if stable(blocks, q, windows, tolerance, check_rate=plan.mode == "closed"):
             state["stop_ns"] = max(now, min_end)
             return
         await asyncio.sleep(window_s)
