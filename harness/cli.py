@@ -6,6 +6,7 @@ servingbench compare RUN_A RUN_B [--threshold 0.1]
 servingbench validate SCENARIO...
 servingbench list
 servingbench new-adapter NAME [--dir DIR]
+servingbench k8s manifest SCENARIO --target NAME [-o FILE] [--set KEY=VALUE]... [--check]
 """
 
 from __future__ import annotations
@@ -204,6 +205,20 @@ def cmd_new_adapter(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_k8s_manifest(args: argparse.Namespace) -> int:
+    from harness.k8s import check_in_kserve_env, manifest_for
+
+    text = manifest_for(args.scenario, args.target, args.set)
+    if args.check:
+        check_in_kserve_env(text)
+    if args.output is None:
+        out.print(text, end="", markup=False, highlight=False, soft_wrap=True)
+    else:
+        args.output.write_text(text)
+        out.print(f"manifest: {args.output}", highlight=False, soft_wrap=True)
+    return 0
+
+
 def _yes(value: bool) -> str:
     return "[green]yes[/]" if value else "[red]no[/]"
 
@@ -256,6 +271,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="write both files here (default: adapters/ and tests/adapters/ of this checkout)",
     )
     new.set_defaults(func=cmd_new_adapter)
+    k8s = sub.add_parser("k8s", help="Kubernetes: KServe InferenceService manifests")
+    k8s_sub = k8s.add_subparsers(dest="k8s_command", required=True)
+    manifest = k8s_sub.add_parser("manifest", help="a target's InferenceService YAML")
+    manifest.add_argument("scenario", type=Path)
+    manifest.add_argument("--target", required=True, help="the target's name in the scenario")
+    manifest.add_argument("-o", "--output", type=Path, default=None, help="default: stdout")
+    manifest.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a k8s setting over the target's (dotted keys, YAML values), e.g. "
+        "storage_uri=gs://bucket/model or batcher.max_batch_size=16",
+    )
+    manifest.add_argument(
+        "--check",
+        action="store_true",
+        help="validate with the KServe SDK's models (kserve environment, made on first use)",
+    )
+    manifest.set_defaults(func=cmd_k8s_manifest)
     return parser
 
 

@@ -1,0 +1,156 @@
+"""KServe: the Python ModelServer locally, and an InferenceService manifest for Kubernetes.
+
+Recipe
+- serves: eager, torchscript, onnx, onnx-int8: a `kserve.Model` that runs
+  `harness.runtime.load_predictor` on a thread of its own (KServe calls `predict` on the
+  event loop)
+- files: none (the server reads the variant folder)
+- environment: its own (kserve caps pandas<3, psutil<6, protobuf<7, and cannot share a
+  process with `tritonclient.grpc`), created on first launch; torch is installed first so
+  the CPU build is taken
+- starts: `python -m adapters._kserve_server` (it takes argv away from `import kserve`,
+  binds REST and gRPC to loopback, which KServe cannot do by itself, and quiets the
+  per-request logs); `workers` > 1 spawns REST processes that each load the model; gRPC on
+  its own free port only for the `v2-grpc` protocol
+- ready: `GET /v2/models/<m>/ready` (`/v2/health/ready` is true before any model is)
+- protocol: `kserve-v1` (`/v1/models/<m>:predict`), `v2-json`, `v2-binary` (REST) or
+  `v2-grpc`, with the harness's own clients
+- Kubernetes: `servingbench k8s manifest` turns the `k8s:` block into an InferenceService
+  whose custom predictor runs this same server (`kserve_container`); an `external` target
+  with this adapter then measures the deployed service
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import httpx
+import numpy as np
+from pydantic import Field, PositiveInt, model_validator
+
+from harness.adapter import Adapter, AdapterConfig, ContainerSpec, ProcessSpec, Server
+from harness.environments import PROJECT_ROOT, PYTHON, Environment
+from harness.k8s import K8sSpec
+from harness.load.endpoints import Endpoint
+from harness.protocols import (
+    KServeV1Client,
+    ProtocolClient,
+    V2BinaryClient,
+    V2GrpcClient,
+    V2JsonClient,
+)
+from harness.protocols.v2 import V2Client
+from harness.variants import BuiltVariant
+
+SERVER_MODULE = "adapters._kserve_server"
+V2_CLIENTS: dict[str, type[V2Client]] = {
+    "v2-json": V2JsonClient, "v2-binary": V2BinaryClient, "v2-grpc": V2GrpcClient,
+}  # fmt: skip
+
+
+class KserveConfig(AdapterConfig):
+    kind: Literal["kserve"]
+    protocol: Literal["kserve-v1", "v2-json", "v2-binary", "v2-grpc"] = "kserve-v1"
+    workers: PositiveInt = Field(1, description="REST processes (>1: spawned, model per process)")
+    model_name: str = Field("model", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING", description="INFO and below log every request"
+    )
+    k8s: K8sSpec = Field(default_factory=K8sSpec, description="servingbench k8s manifest")
+
+    @model_validator(mode="after")
+    def _batcher_speaks_v1(self) -> KserveConfig:
+        if self.k8s.batcher is not None and self.protocol != "kserve-v1":
+            raise ValueError(
+                "k8s.batcher: KServe's batcher sidecar batches v1 `instances` requests only "
+                "(kserve/kserve#2275); use protocol: kserve-v1 or drop the batcher"
+            )
+        return self
+
+
+class KserveAdapter(Adapter[KserveConfig]):
+    kind: ClassVar[str] = "kserve"
+    config_class = KserveConfig
+    variants = frozenset({"eager", "torchscript", "onnx", "onnx-int8"})
+    description = "KServe 0.21 Python ModelServer (v1, v2 REST, v2 gRPC); k8s manifests"
+    ports = ("http", "grpc")  # grpc stays unused unless the protocol is v2-grpc
+    environment = Environment(
+        "kserve",
+        requirements=("kserve==0.21.0", "onnxruntime>=1.18",
+                      # what `import harness.runtime` pulls in through harness/__init__
+                      "pydantic>=2.6", "httpx>=0.27", "httptools>=0.6"),
+        preinstall=("torch==2.13.0",),
+    )  # fmt: skip
+    # uvicorn logs the first and exits; gRPC's add_insecure_port raises the second
+    fatal_log_patterns = ("error while attempting to bind", "Failed to bind")
+
+    @property
+    def uses_grpc(self) -> bool:
+        return self.config.protocol == "v2-grpc"
+
+    def server_args(self, variant_dir: str, host: str, http_port: int, grpc_port: int) -> list[str]:
+        """The server module's arguments (after `python -m adapters._kserve_server`)."""
+        c, grpc = self.config, grpc_port if self.uses_grpc else 0
+        return ["--variant-dir", variant_dir, "--model-name", c.model_name, "--host", host,
+                "--http-port", str(http_port), "--grpc-port", str(grpc),
+                "--workers", str(c.workers), "--log-level", c.log_level]  # fmt: skip
+
+    def process_spec(
+        self, variant: BuiltVariant, workdir: Path, host: str, ports: dict[str, int]
+    ) -> ProcessSpec:
+        args = self.server_args(str(variant.path), host, ports["http"], ports["grpc"])
+        return ProcessSpec(argv=[PYTHON, "-m", SERVER_MODULE, *args], cwd=workdir)
+
+    def container_spec(
+        self, variant: BuiltVariant, workdir: Path, gpus: bool = False
+    ) -> ContainerSpec | None:
+        """With `k8s.image` (Python 3.11 with this environment's requirements): the same
+        server, the project and the variant mounted. No image: no container recipe."""
+        if self.config.k8s.image is None:
+            return None
+        ports = {"http": 8080, "grpc": 8081}
+        args = self.server_args("/variant", "0.0.0.0", ports["http"], ports["grpc"])
+        return ContainerSpec(
+            image=self.config.k8s.image, command=["python", "-m", SERVER_MODULE, *args],
+            ports=ports, mounts={str(variant.path): "/variant", str(PROJECT_ROOT): "/servingbench"},
+            env={"PYTHONPATH": "/servingbench"}, gpus=gpus,
+        )  # fmt: skip
+
+    def kserve_container(self, model_dir: str, http_port: int, grpc_port: int) -> dict[str, Any]:
+        """The custom predictor container (harness.k8s adds image, env and resources).
+        Knative routes one port per container: h2c for gRPC, else HTTP."""
+        port = {"name": "h2c", "containerPort": grpc_port} if self.uses_grpc else {
+            "containerPort": http_port}  # fmt: skip
+        return {
+            "command": ["python", "-m", SERVER_MODULE],
+            "args": self.server_args(model_dir, "0.0.0.0", http_port, grpc_port),
+            "ports": [{**port, "protocol": "TCP"}],
+        }
+
+    def probe(self, server: Server) -> bool:
+        url = f"{server.base_url}/v2/models/{self.config.model_name}/ready"
+        try:
+            return httpx.get(url, timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def client(self, base_url: str) -> ProtocolClient:
+        """The configured protocol's client; for v2-grpc `base_url` is the gRPC address."""
+        name = self.config.model_name
+        if self.config.protocol == "kserve-v1":
+            return KServeV1Client(base_url, f"/v1/models/{name}:predict")
+        return V2_CLIENTS[self.config.protocol](base_url, f"/v2/models/{name}/infer")
+
+    def _client(self, server: Server) -> ProtocolClient:
+        assert server.base_url is not None
+        grpc_port = server.ports.get("grpc")
+        if self.uses_grpc and grpc_port:  # an external target's URL is its gRPC address
+            return self.client(f"grpc://{httpx.URL(server.base_url).host}:{grpc_port}")
+        return self.client(server.base_url)
+
+    def endpoint(self, server: Server, variant: BuiltVariant, instances: np.ndarray) -> Endpoint:
+        return self._client(server).endpoint(instances)
+
+    def infer(self, server: Server, variant: BuiltVariant, batch: np.ndarray) -> np.ndarray:
+        return self._client(server).infer(batch)
