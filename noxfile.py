@@ -42,7 +42,8 @@ def tests(session: nox.Session) -> None:
     if shutil.which("chromium") is None and os.geteuid() == 0 and shutil.which("apt-get"):
         session.run("apt-get", "update", "-qq", external=True)
         session.run("apt-get", "install", "-y", "-qq", "chromium", external=True)
-    install(session, "all", "test", "mlflow")  # mlflow: tests/integration/test_mlflow.py
+    # mlflow: tests/integration/test_mlflow.py; locust: the locust load backend's tests
+    install(session, "all", "test", "mlflow", "loadgen-bench")
     # a third-party adapter package: entry-point discovery (tests/adapters/test_out_of_tree.py)
     session.install("-e", "tests/out_of_tree/servingbench-echo")
     session.run("pytest", "-m", "not docker and not vllm and not gpu", *session.posargs)
@@ -102,3 +103,52 @@ def _has_library(name: str) -> bool:
     import ctypes.util
 
     return ctypes.util.find_library(name.split(".so")[0].removeprefix("lib")) is not None
+
+
+@nox.session
+def docker_tests(session: nox.Session) -> None:
+    """The docker launcher against a real engine: installs docker.io and debootstrap (root,
+    apt) when missing, starts dockerd when no engine answers, builds the local base image
+    (docker/base/build.sh, skipped when it exists), then runs `pytest -m docker`."""
+    root = os.geteuid() == 0 and shutil.which("apt-get") is not None
+    needs = {"docker.io": "dockerd", "debootstrap": "debootstrap"}  # package: executable
+    missing = [p for p, exe in needs.items() if not _found(exe)]
+    if missing and root:
+        session.run("apt-get", "update", "-qq", external=True)
+        session.run("apt-get", "install", "-y", "-qq", *missing, external=True)
+    install(session, "all", "test", "docker")
+    if not _engine_answers():
+        _start_dockerd(session)
+    session.run("bash", "docker/base/build.sh", external=True)
+    session.run("pytest", "-m", "docker", "-ra", *session.posargs)
+
+
+def _found(exe: str) -> bool:
+    return shutil.which(exe) is not None or Path("/usr/sbin", exe).exists()
+
+
+def _engine_answers() -> bool:
+    import subprocess
+
+    if shutil.which("docker") is None:
+        return False
+    done = subprocess.run(["docker", "version"], capture_output=True, check=False, timeout=30)
+    return done.returncode == 0
+
+
+def _start_dockerd(session: nox.Session) -> None:
+    """dockerd in the background (no systemd here), logging to a file; wait up to 30 s."""
+    import subprocess
+    import time
+
+    dockerd = shutil.which("dockerd") or "/usr/sbin/dockerd"  # /usr/sbin: not on every PATH
+    log = Path(session.create_tmp()) / "dockerd.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([dockerd], stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+    session.log(f"started dockerd (pid {proc.pid}, log {log}); it keeps running for reuse")
+    deadline = time.monotonic() + 30
+    while not _engine_answers():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            session.error(f"dockerd did not answer within 30 s; see {log}")
+        time.sleep(0.5)

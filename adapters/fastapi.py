@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, NonNegativeFloat, PositiveInt
 
-from harness.adapter import Adapter, AdapterConfig, ProcessSpec
+from harness.adapter import Adapter, AdapterConfig, ContainerSpec, ProcessSpec
 from harness.config import StrictModel
 from harness.environments import PYTHON
 from harness.variants import BuiltVariant
@@ -65,6 +65,26 @@ class FastapiAdapter(Adapter[FastapiConfig]):
             str(self.config.workers),
         ]
         return ProcessSpec(argv=argv, env=env)
+
+    def container_spec(
+        self, variant: BuiltVariant, workdir: Path, gpus: bool = False
+    ) -> ContainerSpec:
+        env = {"SB_VARIANT_DIR": "/model"}
+        if self.config.batching:
+            env["SB_MAX_BATCH"] = str(self.config.batching.max_batch_size)
+            env["SB_MAX_DELAY_MS"] = str(self.config.batching.max_delay_ms)
+        # 0.0.0.0 inside the container; the launcher publishes the port on 127.0.0.1 only
+        command = ["python", "-m", "adapters.fastapi", "--host", "0.0.0.0", "--port", "8000",
+                   "--workers", str(self.config.workers)]  # fmt: skip
+        return ContainerSpec(
+            image=f"servingbench/fastapi:{'cuda' if gpus else 'cpu'}",
+            command=command,
+            ports={"http": 8000},
+            mounts={str(variant.path): "/model"},
+            read_only=frozenset({"/model"}),
+            env=env,
+            gpus=gpus,
+        )
 
 
 # ---------------------------------------------------------------- the server itself

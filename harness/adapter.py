@@ -55,6 +55,7 @@ class ContainerSpec:
     command: list[str]
     ports: dict[str, int]  # port name -> port inside the container
     mounts: dict[str, str] = field(default_factory=dict)  # host path -> container path
+    read_only: frozenset[str] = frozenset()  # container paths mounted read-only
     env: dict[str, str] = field(default_factory=dict)
     shm_size: str | None = None
     gpus: bool = False

@@ -48,6 +48,7 @@ def cached_build(kind: str, key: str, build: Callable[[Path], None]) -> Path:
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
+    tmp.chmod(0o755)  # like any other folder: a container's non-root user mounts it read-only
     try:
         build(tmp)
         (tmp / ".complete").write_text("ok\n")

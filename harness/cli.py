@@ -5,6 +5,7 @@ servingbench report RUN_DIR [-o FILE] [--mlflow URI]
 servingbench compare RUN_A RUN_B [--threshold 0.1]
 servingbench validate SCENARIO...
 servingbench list
+servingbench doctor
 servingbench new-adapter NAME [--dir DIR]
 servingbench k8s manifest SCENARIO --target NAME [-o FILE] [--set KEY=VALUE]... [--check]
 """
@@ -192,6 +193,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from harness.doctor import run_checks
+
+    table = Table("part", "name", "ok", "details / why not", title="servingbench doctor")
+    for check in run_checks():
+        table.add_row(check.part, check.name, _yes(check.ok), check.detail)
+    out.print(table)
+    return 0
+
+
 def cmd_new_adapter(args: argparse.Namespace) -> int:
     from harness.scaffold import new_adapter
 
@@ -260,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("scenarios", type=Path, nargs="+")
     validate.set_defaults(func=cmd_validate)
     sub.add_parser("list", help="adapters, variants, launchers").set_defaults(func=cmd_list)
+    sub.add_parser(
+        "doctor", help="what this machine can run: Docker, GPUs, CUDA, TensorRT, Java, adapters"
+    ).set_defaults(func=cmd_doctor)
     new = sub.add_parser(
         "new-adapter", help="write a working adapter skeleton and its conformance test"
     )

@@ -63,9 +63,9 @@ def adapters() -> dict[str, type[Adapter[Any]]]:
 @cache
 def launchers() -> dict[str, type[Launcher]]:
     """Every launcher class by kind."""
-    from harness.launchers import external, process
+    from harness.launchers import docker, external, process
 
     table: dict[str, type[Launcher]] = {}
-    for cls in (process.ProcessLauncher, external.ExternalLauncher):
+    for cls in (process.ProcessLauncher, external.ExternalLauncher, docker.DockerLauncher):
         table[cls.kind] = cls
     return table

@@ -215,6 +215,8 @@ class _Run:
                     "url": server.base_url,
                 },
             )
+            if "container" in server.info:  # image id and digests: what exactly ran
+                self.folder.update_target(name, {"container": server.info["container"]})
             self._check_fidelity(name, adapter, server, variant)
             self._load_steps(target, adapter, server, variant, load, repeat)
             self._finish_target(name, "ok", None)
