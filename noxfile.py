@@ -119,7 +119,9 @@ def docker_tests(session: nox.Session) -> None:
     install(session, "all", "test", "docker")
     if not _engine_answers():
         _start_dockerd(session)
-    session.run("bash", "docker/base/build.sh", external=True)
+    if _engine_answers():
+        session.run("bash", "docker/base/build.sh", external=True)
+    # without an engine the tests skip, each printing why (never silently)
     session.run("pytest", "-m", "docker", "-ra", *session.posargs)
 
 
@@ -150,5 +152,6 @@ def _start_dockerd(session: nox.Session) -> None:
     deadline = time.monotonic() + 30
     while not _engine_answers():
         if proc.poll() is not None or time.monotonic() > deadline:
-            session.error(f"dockerd did not answer within 30 s; see {log}")
+            session.warn(f"dockerd did not answer within 30 s; see {log}")
+            return
         time.sleep(0.5)
