@@ -25,7 +25,9 @@ class Check:
 
 def docker_engine() -> Check:
     """Client and server versions through the SDK, or why there is no engine."""
-    if importlib.util.find_spec("docker") is None:
+    spec = importlib.util.find_spec("docker")
+    # no origin: only the repository's docker/ folder (Dockerfiles) was found, not the SDK
+    if spec is None or spec.origin is None:
         return Check("engine", "docker", False, "the `docker` Python SDK is not installed")
     # by name: mypy would take the repository's docker/ folder (Dockerfiles) for the SDK
     docker: Any = importlib.import_module("docker")

@@ -65,6 +65,8 @@ def _client() -> Any:
         raise LaunchError(
             "the docker launcher needs the `docker` SDK (pip install docker)"
         ) from exc
+    if not hasattr(docker, "from_env"):  # only the repository's docker/ folder was found
+        raise LaunchError("the docker launcher needs the `docker` SDK (pip install docker)")
     try:
         client = docker.from_env(timeout=60)
         client.ping()
