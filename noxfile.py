@@ -122,7 +122,7 @@ def docker_tests(session: nox.Session) -> None:
     if _engine_answers():
         session.run("bash", "docker/base/build.sh", external=True)
     # without an engine the tests skip, each printing why (never silently)
-    session.run("pytest", "-m", "docker", "-ra", *session.posargs)
+    session.run("pytest", "tests/launchers", "-m", "docker", "-ra", *session.posargs)
 
 
 def _found(exe: str) -> bool:
