@@ -37,6 +37,7 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import ServingBenchError, UnavailableError
+from harness.report.data import INTERVAL_COLUMNS
 
 ARTIFACTS = (
     "steps.csv",
@@ -72,11 +73,7 @@ STEP_METRICS = (
     "gpu_energy_j",
     "energy_per_inference_mj",
 )
-INTERVALS = {
-    "throughput_rps": ("throughput_rps_ci_low", "throughput_rps_ci_high"),
-    "p50_ms": ("p50_ms_ci_low", "p50_ms_ci_high"),
-    "p99_ms": ("p99_ms_ci_low", "p99_ms_ci_high"),
-}
+INTERVALS = INTERVAL_COLUMNS  # the report's: one definition of which columns bound which
 FLAGS = ("valid", "stable")  # logged as the fraction of repeats where true
 SUMMARY_FIGURES = (
     "throughput_under_slo_rps",

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 from time import perf_counter_ns
-from types import TracebackType
 
 import numpy as np
 
+from harness.load.backend import ClosingContext
 from harness.load.endpoints import Endpoint
 from harness.load.engine import StepPlan
 from harness.load.records import StepRecords
@@ -75,7 +75,7 @@ def merge(parts: list[StepRecords]) -> StepRecords:
     )
 
 
-class LoadGroup:
+class LoadGroup(ClosingContext):
     """N load processes behaving as one: `run(endpoint, plan) -> StepRecords`."""
 
     def __init__(self, processes: int = 1, cpus: list[int] | None = None) -> None:
@@ -93,14 +93,3 @@ class LoadGroup:
     def close(self) -> None:
         for worker in self.workers:
             worker.close()
-
-    def __enter__(self) -> LoadGroup:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -32,13 +32,13 @@ import time
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 
 from harness.errors import LaunchError, ServingBenchError, UnavailableError
 from harness.launchers.process import free_port
+from harness.load.backend import ClosingContext
 from harness.load.endpoints import Endpoint, HttpEndpoint
 from harness.load.engine import StepPlan
 from harness.load.records import (
@@ -117,7 +117,7 @@ def users_for(plan: StepPlan) -> tuple[int, float]:
     return users, plan.rate / users
 
 
-class LocustLoad:
+class LocustLoad(ClosingContext):
     """`LoadBackend` on locust (FastHttpUser): 0 workers = one local runner process."""
 
     def __init__(self, workers: int = 0, cpus: list[int] | None = None) -> None:
@@ -208,17 +208,6 @@ class LocustLoad:
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
         self._procs = []
-
-    def __enter__(self) -> LocustLoad:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _write_config(folder: Path, endpoint: HttpEndpoint, plan: StepPlan, user_rate: float) -> None:
