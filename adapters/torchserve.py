@@ -105,14 +105,13 @@ class TorchserveAdapter(Adapter[TorchserveConfig]):
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def _properties(self, workdir: Path, host: str, ports: dict[str, int]) -> str:
+    def _properties(self, workdir: Path, host: str, ports: dict[str, int], tmp: Path) -> str:
         c = self.config
         models = {MODEL: {"1.0": {
             "defaultVersion": True, "marName": f"{MODEL}.mar", "minWorkers": c.workers,
             "maxWorkers": c.workers, "batchSize": c.batch_size,
             "maxBatchDelay": c.max_batch_delay_ms, "responseTimeout": c.response_timeout_s,
         }}}  # fmt: skip
-        tmp = self._private_tmp(workdir)
         lines = {
             "inference_address": f"http://{host}:{ports['http']}",
             "management_address": f"http://{host}:{ports['management']}",
@@ -141,8 +140,9 @@ class TorchserveAdapter(Adapter[TorchserveConfig]):
         self, variant: BuiltVariant, workdir: Path, host: str, ports: dict[str, int]
     ) -> ProcessSpec:
         config = workdir / "config.properties"
-        config.write_text(self._properties(workdir, host, ports))
-        tmp = str(self._private_tmp(workdir))
+        private = self._private_tmp(workdir)
+        config.write_text(self._properties(workdir, host, ports, private))
+        tmp = str(private)
         argv = [str(Path(sys.executable).with_name("torchserve")), "--start", "--foreground",
                 "--ncs", "--disable-token-auth", "--ts-config", str(config),
                 "--model-store", str(workdir / "model-store")]  # fmt: skip
@@ -155,7 +155,10 @@ class TorchserveAdapter(Adapter[TorchserveConfig]):
     ) -> ContainerSpec:
         ports = {"http": 8080, "management": 8081, "metrics": 8082, "grpc": 7070,
                  "grpc_management": 7071, "worker": 9000}  # fmt: skip
-        config = self._properties(Path("/home/model-server/work"), "0.0.0.0", ports)
+        # inside the container: its own /tmp, nothing to create or clean on the host
+        config = self._properties(
+            Path("/home/model-server/work"), "0.0.0.0", ports, Path("/tmp/servingbench")
+        )
         (workdir / "config.container.properties").write_text(config)
         return ContainerSpec(
             image=IMAGE.format(flavour="gpu" if gpus else "cpu"),

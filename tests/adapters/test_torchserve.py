@@ -111,3 +111,15 @@ def test_crashed_server_is_still_torn_down(tmp_path: Path, bundle) -> None:
     launcher.stop(server)
     _, alive = psutil.wait_procs(family, timeout=10)
     assert not alive, [p.cmdline() for p in alive]
+
+
+def test_container_spec_leaves_nothing_on_the_host(tmp_path: Path, bundle) -> None:
+    variant = build_variant("eager", bundle, VariantsSpec())
+    adapter = TorchserveAdapter(TorchserveConfig(kind="torchserve"))
+    before = set(glob.glob("/tmp/sb-ts-*"))
+    spec = adapter.container_spec(variant, tmp_path)
+    assert spec.image.startswith("pytorch/torchserve:") and spec.ports["http"] == 8080
+    assert (
+        "java.io.tmpdir=/tmp/servingbench" in (tmp_path / "config.container.properties").read_text()
+    )
+    assert set(glob.glob("/tmp/sb-ts-*")) == before  # no private temp folder made for it
