@@ -70,7 +70,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    install(session, "all", "lint")
+    # everything the harness imports, so mypy sees real types (pytest's skip, locust, mlflow)
+    install(session, "all", "lint", "test", "loadgen-bench", "mlflow")
     session.run("mypy", "harness", "adapters")
 
 
