@@ -119,7 +119,8 @@ class RunFolder:
 
     @classmethod
     def create(cls, root: Path, run_id: str) -> RunFolder:
-        path = Path(root) / run_id
+        # absolute: servers run with their own working directory and get paths from here
+        path = (Path(root) / run_id).resolve()
         path.mkdir(parents=True, exist_ok=False)
         (path / "logs").mkdir()
         (path / "records").mkdir()

@@ -307,3 +307,14 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_relative_out_folder_works_for_servers_with_their_own_cwd(
+    tmp_path: Path, build_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--out results` (relative, the default) must reach a server started in its workdir."""
+    from harness.results import RunFolder
+
+    monkeypatch.chdir(tmp_path)
+    folder = RunFolder.create(Path("results"), "rel")
+    assert folder.path.is_absolute() and folder.path == tmp_path / "results" / "rel"
