@@ -13,9 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-import httpx
-
-from harness.adapter import Adapter, AdapterConfig, ProcessSpec, Server
+from harness.adapter import Adapter, AdapterConfig, ProcessSpec
 from harness.errors import UnavailableError
 from harness.protocols import PROTOCOLS, ProtocolClient
 from harness.variants import VARIANT_NAMES, BuiltVariant
@@ -45,9 +43,5 @@ class HttpAdapter(Adapter[HttpConfig]):
     def client(self, base_url: str) -> ProtocolClient:
         return PROTOCOLS[self.config.protocol](base_url, self.config.path)
 
-    def probe(self, server: Server) -> bool:
-        try:
-            url = f"{server.base_url}{self.config.health_path}"
-            return httpx.get(url, timeout=2.0).status_code == 200
-        except httpx.HTTPError:
-            return False
+    def health_route(self) -> str:
+        return self.config.health_path

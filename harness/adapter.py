@@ -147,10 +147,14 @@ class Adapter(ABC, Generic[C]):
     def probe(self, server: Server) -> bool:
         """True once the server answers inference (model loaded), not merely listens."""
         try:
-            url = f"{server.base_url}{self.health_path}"
+            url = f"{server.base_url}{self.health_route()}"
             return httpx.get(url, timeout=2.0).status_code == 200
         except httpx.HTTPError:
             return False
+
+    def health_route(self) -> str:
+        """The path `probe` polls (a class constant unless the config chooses it)."""
+        return self.health_path
 
     def client(self, base_url: str) -> ProtocolClient:
         return PlainJsonClient(base_url)
