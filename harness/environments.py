@@ -39,11 +39,13 @@ class Environment:
     # installed first and alone, so pip's resolver never swaps it (torch's CPU build)
     preinstall: tuple[str, ...] = ()
     pip_args: tuple[str, ...] = field(default=())
+    # removed after installing: packages a requirement drags in that break its imports
+    uninstall: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
         return recipe_hash(self.name, self.preinstall, self.requirements, self.pip_args,
-                           sys.version_info[:2])  # fmt: skip
+                           self.uninstall, sys.version_info[:2])  # fmt: skip
 
     @property
     def path(self) -> Path:
@@ -65,11 +67,16 @@ def ensure(env: Environment, log_path: Path | None = None) -> Path:
     env.path.parent.mkdir(parents=True, exist_ok=True)
     log_path = log_path or env.path.with_suffix(".log")
     venv.EnvBuilder(with_pip=True, clear=True).create(env.path)
-    steps = [list(env.preinstall), list(env.requirements)]
+    pip = [str(env.python), "-m", "pip"]
+    steps = [
+        [*pip, "install", "--disable-pip-version-check", *env.pip_args, *packages]
+        for packages in (list(env.preinstall), list(env.requirements))
+        if packages
+    ]
+    if env.uninstall:
+        steps.append([*pip, "uninstall", "-y", *env.uninstall])
     with log_path.open("ab") as log:
-        for packages in (s for s in steps if s):
-            cmd = [str(env.python), "-m", "pip", "install", "--disable-pip-version-check",
-                   *env.pip_args, *packages]  # fmt: skip
+        for cmd in steps:
             log.write(f"$ {' '.join(cmd)}\n".encode())
             log.flush()
             done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=1800,

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.llm.metrics import LLM_COLUMNS
 from harness.load.records import ERROR_NAMES, StepRecords
 
 STEP_COLUMNS = [
@@ -80,6 +81,13 @@ STEP_COLUMNS = [
     "server_queue_ms",
     "server_compute_ms",
     "server_batch_avg",
+    # LLM servers: their own token counters and phase times (llama.cpp, vLLM)
+    "server_output_tokens",
+    "server_prompt_tokens",
+    "server_prefill_ms",
+    "server_decode_ms",
+    # streamed generations (harness/llm/metrics.py; empty for other models)
+    *LLM_COLUMNS,
     # telemetry sampled beside the step (harness/telemetry)
     "server_cpu_pct",
     "server_rss_mb",
@@ -88,6 +96,7 @@ STEP_COLUMNS = [
     "gpu_power_w",
     "gpu_energy_j",
     "energy_per_inference_mj",
+    "energy_per_output_token_mj",
 ]
 
 

@@ -17,14 +17,19 @@ from typing import Any
 from harness import registry
 from harness.adapter import Adapter, Server
 from harness.calibration import calibrate
-from harness.errors import ServingBenchError, UnavailableError
-from harness.fidelity import check_fidelity
+from harness.errors import ConfigError, ServingBenchError, UnavailableError
+from harness.fidelity import FidelityResult, check_fidelity
 from harness.launchers.base import LaunchRequest
+from harness.llm.adapter import LlmAdapter
+from harness.llm.fidelity import check_generation
+from harness.llm.metrics import llm_summary
+from harness.llm.variants import build_llm_variant, checks
+from harness.llm.workload import GenRequest, WorkloadSpec, make_requests
 from harness.load.backend import LoadBackend
 from harness.load.endpoints import Endpoint
 from harness.load.engine import StepPlan
 from harness.load.fanout import LoadGroup
-from harness.models import ModelBundle, build_model
+from harness.models import LlmBundle, ModelBundle, build_model
 from harness.observer import Observer
 from harness.profiles import levels, plans, warmup_plan
 from harness.provenance import collect
@@ -125,7 +130,8 @@ class _Run:
         self.failures: list[str] = []
         self.variants: dict[str, BuiltVariant] = {}
         self.variant_errors: dict[str, str] = {}
-        self.bundle: ModelBundle | None = None
+        self.bundle: ModelBundle | LlmBundle | None = None
+        self.generations: list[GenRequest] = []  # LLM models: the workload's requests
         self.gpu_available = False
         cpus = scenario.resources.server_cpus
         self.threads = len(cpus) if cpus else thread_count()
@@ -153,10 +159,13 @@ class _Run:
                 "path": str(self.bundle.path),
             },
         )
+        if isinstance(self.bundle, LlmBundle):
+            self._make_workload(self.bundle)
+        builder = build_llm_variant if isinstance(self.bundle, LlmBundle) else build_variant
         for name in dict.fromkeys(variant_names):
             self.observer.on_phase(f"building variant {name}")
             try:
-                self.variants[name] = build_variant(name, self.bundle, self.scenario.variants)
+                self.variants[name] = builder(name, self.bundle, self.scenario.variants)  # type: ignore[arg-type]
             except Exception as exc:  # a broken build fails its targets, not the run
                 self.variant_errors[name] = f"{type(exc).__name__}: {exc}"
         self.folder.write(
@@ -166,6 +175,25 @@ class _Run:
                 {"name": n, "status": "failed", "validation": {"status": "failed", "reason": e}}
                 for n, e in self.variant_errors.items()
             ],
+        )
+
+    def _make_workload(self, bundle: LlmBundle) -> None:
+        spec = self.scenario.workload or WorkloadSpec()
+        context = bundle.config.context_length if bundle.config else 2048
+        try:
+            self.generations = make_requests(spec, bundle.tokenizer(), self.scenario.seed, context)
+        except ValueError as exc:
+            raise ConfigError("scenario", [("workload", str(exc))]) from exc
+        lengths = [r.prompt_len for r in self.generations if r.prompt_len is not None]
+        self.folder.write(
+            "workload.json",
+            {
+                **spec.model_dump(mode="json"),
+                "requests": len(self.generations),
+                "prompt_tokens_mean": sum(lengths) / len(lengths) if lengths else None,
+                "output_tokens_mean": sum(r.max_tokens for r in self.generations)
+                / len(self.generations),
+            },
         )
 
     def run_target(
@@ -192,6 +220,12 @@ class _Run:
             },
         )
         server: Server | None = None
+        available = adapter.availability()
+        if not available.available:
+            # Not installed here (vLLM is opt-in): a skip with its reason, not a failure.
+            reason = f"adapter {adapter.kind} is not available here: {available.reason}"
+            self._finish_target(name, "unavailable", reason)
+            return
         try:
             variant = self._usable_variant(adapter, target.variant)
             server = launcher.start(
@@ -264,7 +298,7 @@ class _Run:
         write_summary(self.folder.path)
 
     def _finish_target(self, name: str, status: str, error: str | None) -> None:
-        if status != "ok":
+        if status not in ("ok", "unavailable"):
             self.failures.append(f"{name}: {(error or status).splitlines()[0]}")
         self.folder.update_target(name, {"status": status, "error": error})
         self.observer.on_target_end(name, status, error)
@@ -296,6 +330,18 @@ class _Run:
     ) -> None:
         assert self.bundle is not None
         spec = self.scenario.fidelity
+        if isinstance(self.bundle, LlmBundle):
+            assert isinstance(adapter, LlmAdapter)
+            api = (self.scenario.workload or WorkloadSpec()).api
+            result = check_generation(
+                adapter.openai_client(server, api),
+                checks(variant),
+                self.generations,
+                spec.samples,
+                spec.llm_min_agreement,
+            )
+            self._record_fidelity(name, result)
+            return
         count = min(spec.samples, len(self.bundle.x_test))
         result = check_fidelity(
             lambda batch: adapter.infer(server, variant, batch),
@@ -305,6 +351,9 @@ class _Run:
             spec.rtol,
             spec.min_agreement,
         )
+        self._record_fidelity(name, result)
+
+    def _record_fidelity(self, name: str, result: FidelityResult) -> None:
         self.folder.update_target(name, {"fidelity": result.to_dict()})
         if not result.passed:
             self.failures.append(f"{name}: fidelity check failed: {result.message}")
@@ -320,10 +369,15 @@ class _Run:
         repeat: int,
     ) -> None:
         assert self.bundle is not None
-        count = min(self.scenario.dataset.samples, len(self.bundle.x_test))
-        live = _Live(
-            target, adapter, server, adapter.endpoint(server, variant, self.bundle.x_test[:count])
-        )
+        endpoint: Endpoint
+        if isinstance(self.bundle, LlmBundle):
+            assert isinstance(adapter, LlmAdapter)
+            api = (self.scenario.workload or WorkloadSpec()).api
+            endpoint = adapter.openai_client(server, api).endpoint(self.generations)
+        else:
+            count = min(self.scenario.dataset.samples, len(self.bundle.x_test))
+            endpoint = adapter.endpoint(server, variant, self.bundle.x_test[:count])
+        live = _Live(target, adapter, server, endpoint)
         seed = self.scenario.seed + 1000 * repeat
         warm = warmup_plan(self.scenario.load, seed)
         if warm is not None:
@@ -364,12 +418,19 @@ class _Run:
                             self.scenario.slo.percentile)  # fmt: skip
         self.folder.write_records(target.name, step, repeat, records)
         self.folder.write_telemetry(target.name, step, repeat, frames)
+        slo = self.scenario.slo
+        tokens = llm_summary(records, summary.duration_s, slo.ttft_ms, slo.tpot_ms)
         measured = {k: v for s in samplers if s.name in frames
                     for k, v in s.summary(frames[s.name], summary.requests,
                                           summary.duration_s).items()}  # fmt: skip
+        if tokens and measured.get("gpu_energy_j"):
+            generated = tokens["output_tokens_per_s"] * summary.duration_s
+            if generated > 0:
+                measured["energy_per_output_token_mj"] = 1000 * measured["gpu_energy_j"] / generated
         self.folder.append_step(
             {
                 **summary.to_dict(),
+                **tokens,
                 **adapter.breakdown(before, after, len(records)),
                 **measured,
                 "target": target.name,

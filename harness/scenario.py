@@ -28,8 +28,9 @@ from pydantic import (
 from harness import registry
 from harness.config import StrictModel
 from harness.errors import ConfigError
+from harness.llm.workload import WorkloadSpec
 from harness.models import MODELS
-from harness.variants import VARIANT_NAMES
+from harness.variants import LLM_VARIANT_NAMES, VARIANT_NAMES
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # target names become file names
 
@@ -46,6 +47,10 @@ class VariantsSpec(StrictModel):
         1.0, description="percentage points of test accuracy a reduced-precision build may lose"
     )
     calibration_samples: PositiveInt = Field(256, description="INT8 static calibration inputs")
+    llm_min_agreement: float = Field(
+        0.9, ge=0, le=1,
+        description="LLM builds: greedy next-token agreement with the f32 reference required",
+    )  # fmt: skip
 
 
 class FidelitySpec(StrictModel):
@@ -55,6 +60,9 @@ class FidelitySpec(StrictModel):
     )
     rtol: NonNegativeFloat = 1e-3
     min_agreement: float = Field(1.0, ge=0, le=1, description="top-1 agreement required")
+    llm_min_agreement: float = Field(
+        0.8, ge=0, le=1, description="LLM: greedy next-token agreement with the variant required"
+    )
 
 
 class VerdictSpec(StrictModel):
@@ -66,6 +74,9 @@ class VerdictSpec(StrictModel):
 class SloSpec(StrictModel):
     latency_ms: PositiveFloat = 50.0
     percentile: float = Field(99.0, gt=0, lt=100)
+    # LLM goodput: a generation counts when both hold (each optional)
+    ttft_ms: PositiveFloat | None = Field(None, description="time to first token limit")
+    tpot_ms: PositiveFloat | None = Field(None, description="time per output token limit")
 
 
 class ResourcesSpec(StrictModel):
@@ -199,6 +210,9 @@ class ScenarioBase(StrictModel):
     resources: ResourcesSpec = ResourcesSpec()
     telemetry: TelemetrySpec = TelemetrySpec()
     cost: CostSpec = CostSpec()
+    workload: WorkloadSpec | None = Field(
+        None, description="LLM models: prompt/output lengths (default: 64 in, 32 out)"
+    )
     load: LoadSpec
 
     @model_validator(mode="after")
@@ -207,6 +221,21 @@ class ScenarioBase(StrictModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"target names must be unique; repeated: {', '.join(dupes)}")
+        model = getattr(self, "model", None)
+        if model is None:
+            return self
+        generate = MODELS[model.name].task == "generate"
+        allowed = LLM_VARIANT_NAMES if generate else VARIANT_NAMES
+        for t in getattr(self, "targets", []):
+            if t.variant not in allowed:
+                raise ValueError(
+                    f"target {t.name}: variant {t.variant!r} is not a build of {model.name} "
+                    f"(its variants: {', '.join(allowed)})"
+                )
+        if generate and self.load.backend == "locust":
+            raise ValueError("load.backend: locust cannot stream generations; use engine")
+        if not generate and self.workload is not None:
+            raise ValueError(f"workload: only LLM models take a workload ({model.name} is not one)")
         return self
 
 
@@ -229,7 +258,7 @@ def scenario_model() -> type[ScenarioBase]:
         __base__=StrictModel,
         name=(str, Field(pattern=NAME_PATTERN)),
         adapter=(_union(adapter_cfgs, "kind"), ...),
-        variant=(Literal[VARIANT_NAMES], ...),  # type: ignore[arg-type]
+        variant=(Literal[VARIANT_NAMES + LLM_VARIANT_NAMES], ...),  # type: ignore[arg-type]
         launcher=(_union(launcher_cfgs, "kind"), process_default),
         startup_timeout_s=(PositiveFloat, 120.0),
     )

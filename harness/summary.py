@@ -4,7 +4,11 @@
   inferences, smallest memory: each names a winner among trusted targets (ran, answered
   correctly, not the floor) and says whether the verdicts call it significant;
 - per target: its best throughput that met the SLO, cost at that throughput, peak server
-  memory, startup time, fidelity and every caveat (unstable or invalid steps).
+  memory, startup time, fidelity and every caveat (unstable or invalid steps);
+- for an LLM run (steps with a time to first token), also: the highest output tokens/s of
+  a valid step within the TTFT/TPOT SLO (at least 99% of generations met both limits; any
+  valid step when no token SLO is set), the lowest TTFT p99 (p90 where no target has a
+  p99), and the cost per million output tokens at that tokens/s.
 Reads only the run folder (like the report), so it can be rebuilt at any time.
 """
 
@@ -22,12 +26,29 @@ from harness.cost import (
     price_per_hour,
     rps_per_dollar_hour,
     usd_per_million,
+    usd_per_million_tokens,
 )
 from harness.results import read_json, write_json
+
+# A step is "within the token SLO" when at least this share of its generations met both the
+# TTFT and the TPOT limits.
+LLM_GOODPUT_WITHIN_SLO = 0.99
 
 
 def _bool(series: pd.Series) -> pd.Series:
     return series.astype(str).str.lower().eq("true")
+
+
+def _numbers(rows: pd.DataFrame, column: str) -> pd.Series:
+    """A column as floats; all NaN when the steps do not have it."""
+    if column not in rows:
+        return pd.Series(math.nan, index=rows.index, dtype=float)
+    return pd.to_numeric(rows[column], errors="coerce").astype(float)
+
+
+def is_llm_run(steps: pd.DataFrame | None) -> bool:
+    """Whether any step measured a time to first token (the run served a generative model)."""
+    return steps is not None and bool(_numbers(steps, "ttft_p50_ms").notna().any())
 
 
 def _price(run: dict[str, Any]) -> dict[str, Any]:
@@ -56,6 +77,8 @@ def _target_row(
     fidelity = info.get("fidelity") or {}
     if fidelity.get("passed") is False:
         caveats.append("fidelity check failed")
+    if info.get("status") == "unavailable":
+        caveats.append(f"skipped ({info.get('error') or 'not available here'})")
     throughput = float(best["throughput_rps"]) if best is not None else math.nan
     return {
         "adapter": info.get("adapter"),
@@ -76,6 +99,27 @@ def _target_row(
     }
 
 
+def _llm_fields(rows: pd.DataFrame, usd: float) -> dict[str, Any]:
+    """Token answers for one target: best output tokens/s within the token SLO, lowest TTFT."""
+    valid = rows[_bool(rows["valid"])] if "valid" in rows else rows
+    tokens = _numbers(valid, "output_tokens_per_s")
+    goodput = _numbers(valid, "llm_goodput_fraction")
+    no_slo = _numbers(valid, "slo_ttft_ms").isna() & _numbers(valid, "slo_tpot_ms").isna()
+    within = valid.assign(tokens=tokens, goodput=goodput)[
+        (no_slo | (goodput >= LLM_GOODPUT_WITHIN_SLO)) & tokens.notna()
+    ]
+    best = within.sort_values("tokens", kind="stable").iloc[-1] if len(within) else None
+    rate = float(best["tokens"]) if best is not None else math.nan
+    return {
+        "output_tokens_per_s_within_slo": rate,
+        "tokens_at_level": None if best is None else str(best["label"]),
+        "llm_goodput_fraction_there": math.nan if best is None else float(best["goodput"]),
+        "lowest_ttft_p99_ms": float(_numbers(valid, "ttft_p99_ms").min()),
+        "lowest_ttft_p90_ms": float(_numbers(valid, "ttft_p90_ms").min()),
+        "usd_per_million_output_tokens": usd_per_million_tokens(rate, usd),
+    }
+
+
 def _trusted(target: dict[str, Any]) -> bool:
     return target["status"] == "ok" and not target["baseline"] and bool(target["fidelity_passed"])
 
@@ -90,6 +134,30 @@ def _winner(targets: dict[str, dict[str, Any]], key: str, lowest: bool) -> dict[
         return None
     pick = (min if lowest else max)(eligible, key=lambda n: eligible[n][key])
     return {"target": pick, "value": eligible[pick][key], "caveats": eligible[pick]["caveats"]}
+
+
+def _lowest_ttft(targets: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """Lowest TTFT p99 among trusted targets; p90 when none of them has a p99."""
+    for key, metric in (
+        ("lowest_ttft_p99_ms", "ttft_p99_ms"),
+        ("lowest_ttft_p90_ms", "ttft_p90_ms"),
+    ):
+        answer = _winner(targets, key, True)
+        if answer is not None:
+            return {**answer, "metric": metric}
+    return None
+
+
+def _llm_winners(targets: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
+    return {
+        "highest_output_tokens_within_slo": _winner(
+            targets, "output_tokens_per_s_within_slo", False
+        ),
+        "lowest_ttft": _lowest_ttft(targets),
+        "cheapest_per_million_output_tokens": _winner(
+            targets, "usd_per_million_output_tokens", True
+        ),
+    }
 
 
 def build_summary(run_dir: Path) -> dict[str, Any]:
@@ -112,6 +180,10 @@ def build_summary(run_dir: Path) -> dict[str, Any]:
         )
         for name, info in infos.items()
     }
+    llm = is_llm_run(steps)
+    if llm and steps is not None:
+        for name, row in targets.items():
+            row.update(_llm_fields(steps[steps.target == name], price["usd_per_hour"]))
     return {
         "run_id": run.get("run_id"),
         "scenario": run.get("scenario_name"),
@@ -123,6 +195,7 @@ def build_summary(run_dir: Path) -> dict[str, Any]:
             "lowest_p99": _winner(targets, "lowest_p99_ms", True),
             "cheapest_per_million": _winner(targets, "usd_per_million", True),
             "smallest_memory": _winner(targets, "peak_rss_mb", True),
+            **(_llm_winners(targets) if llm else {}),
         },
         "targets": targets,
     }

@@ -19,6 +19,17 @@ class HttpEndpoint:
 
 
 @dataclass(frozen=True)
+class StreamEndpoint:
+    """Streamed generations (SSE): pre-built requests, each asking for `expected_tokens[i]`
+    output tokens, so a shorter stream is an error rather than a fast success."""
+
+    host: str
+    port: int
+    requests: tuple[bytes, ...]
+    expected_tokens: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class GrpcEndpoint:
     """Unary gRPC calls on one HTTP/2 channel; `requests` are serialized messages, cycled."""
 
@@ -37,4 +48,4 @@ class InProcessEndpoint:
     threads: int = 1
 
 
-Endpoint = HttpEndpoint | GrpcEndpoint | InProcessEndpoint
+Endpoint = HttpEndpoint | StreamEndpoint | GrpcEndpoint | InProcessEndpoint

@@ -24,8 +24,15 @@ from typing import Any, Literal
 import numpy as np
 
 from harness.confidence import make_blocks, stable
-from harness.load.endpoints import Endpoint, GrpcEndpoint, HttpEndpoint, InProcessEndpoint
+from harness.load.endpoints import (
+    Endpoint,
+    GrpcEndpoint,
+    HttpEndpoint,
+    InProcessEndpoint,
+    StreamEndpoint,
+)
 from harness.load.records import StepRecords
+from harness.load.sse import stream_columns_of
 
 COARSE_MARGIN_NS = 2_000_000  # timer sleeps stop this early (libuv timers: 1 ms resolution)
 FINE_MIN_NS = 60_000  # below this, a thread hop costs more than it saves: send on next turn
@@ -114,6 +121,17 @@ def _make_transport(endpoint: Endpoint, plan: StepPlan, on_done: Any) -> Any:
             max_connections=plan.max_connections,
             keep_bodies=plan.keep_bodies,
         )
+    if isinstance(endpoint, StreamEndpoint):
+        from harness.load.sse import StreamPool
+
+        return StreamPool(
+            endpoint.host,
+            endpoint.port,
+            list(endpoint.requests),
+            list(endpoint.expected_tokens),
+            on_done,
+            max_connections=plan.max_connections,
+        )
     if isinstance(endpoint, GrpcEndpoint):
         from harness.load.grpc import GrpcPool
 
@@ -160,7 +178,7 @@ async def run_step(endpoint: Endpoint, plan: StepPlan) -> StepRecords:
             done.set_result(None)
 
     transport = _make_transport(endpoint, plan, on_done)
-    if isinstance(endpoint, HttpEndpoint):
+    if isinstance(endpoint, HttpEndpoint | StreamEndpoint):
         await transport.open(plan.concurrency if plan.mode == "closed" else _preopen(plan))
     timeout_ns = int(plan.timeout_s * 1e9)
     expirer = loop.create_task(_expire_loop(transport, timeout_ns))
@@ -199,6 +217,7 @@ async def run_step(endpoint: Endpoint, plan: StepPlan) -> StepRecords:
         errors = list(transport.errors)
         cap_hit = transport.cap_hit
         connections = transport.opened
+        stream = stream_columns_of(transport, t0)
         transport.close()
     return StepRecords(
         intended_ns=np.asarray(rec.intended, np.int64) - t0,
@@ -224,6 +243,7 @@ async def run_step(endpoint: Endpoint, plan: StepPlan) -> StepRecords:
             **({"late_start_ms": late_ms} if plan.start_at_ns and late_ms > LATE_START_MS else {}),
         },
         t0_ns=t0,
+        stream=stream,
     )
 
 

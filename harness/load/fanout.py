@@ -17,7 +17,7 @@ import numpy as np
 from harness.load.backend import ClosingContext
 from harness.load.endpoints import Endpoint
 from harness.load.engine import StepPlan
-from harness.load.records import StepRecords
+from harness.load.records import StepRecords, StreamColumns
 from harness.load.worker import LoadProcess
 
 START_LEAD_NS = 300_000_000  # time for every process to receive its plan and connect
@@ -66,6 +66,11 @@ def merge(parts: list[StepRecords]) -> StepRecords:
         connections=sum(p.connections for p in parts),
         connection_cap_hit=any(p.connection_cap_hit for p in parts),
         error_samples=[e for p in parts for e in p.error_samples][:20],
+        stream=(
+            StreamColumns.concat([p.stream for p in parts if p.stream is not None]).take(order)
+            if first.stream is not None
+            else None
+        ),
         extra={
             **first.extra,
             "processes": len(parts),

@@ -54,7 +54,7 @@ def build_request(
 
 
 class _Conn(asyncio.Protocol):
-    __slots__ = ("body", "intended", "parser", "pool", "req", "sent", "transport")
+    __slots__ = ("body", "got", "intended", "parser", "pool", "req", "sent", "transport", "uses")
 
     def __init__(self, pool: HttpPool) -> None:
         self.pool = pool
@@ -64,6 +64,8 @@ class _Conn(asyncio.Protocol):
         self.sent = 0  # 0 = idle
         self.req = -1
         self.body: list[bytes] | None = None
+        self.uses = 0  # requests sent on this connection
+        self.got = False  # any response bytes for the current request
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -73,6 +75,7 @@ class _Conn(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        self.got = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
@@ -94,6 +97,8 @@ class _Conn(asyncio.Protocol):
 
 class HttpPool:
     """Connections to one server. `submit` sends now on an idle connection or queues."""
+
+    connection_class: type[_Conn] = _Conn
 
     def __init__(
         self,
@@ -117,6 +122,8 @@ class HttpPool:
         self.cap_hit = False
         self.errors: list[str] = []
         self.bodies: dict[int, bytes] = {}
+        self.retried: set[int] = set()  # requests re-sent after a stale keep-alive connection
+        self.reuse = True  # False once the server showed it closes kept-alive connections
         self._loop = asyncio.get_running_loop()
 
     async def open(self, count: int) -> None:
@@ -133,14 +140,16 @@ class HttpPool:
     async def _connect(self) -> None:
         """One connection attempt; the caller has already counted it in `opening`."""
         try:
-            _, conn = await self._loop.create_connection(lambda: _Conn(self), self.host, self.port)
+            _, conn = await self._loop.create_connection(
+                lambda: self.connection_class(self), self.host, self.port
+            )
         except OSError as exc:
             self.opening -= 1
             self._note(f"connect to {self.host}:{self.port} failed: {exc}")
             if self.pending:  # nobody else will serve these: fail them now
                 idx, intended = self.pending.popleft()
                 now = perf_counter_ns()
-                self.on_done(intended, now, now, 0, ERR_CONNECT, idx)
+                self._done(None, intended, now, now, 0, ERR_CONNECT, idx)
             return
         self.opening -= 1
         self.opened += 1
@@ -159,6 +168,8 @@ class HttpPool:
     def _send(self, conn: _Conn, index: int, intended_ns: int) -> None:
         conn.req = index
         conn.intended = intended_ns
+        conn.uses += 1
+        conn.got = False
         if self.keep_bodies:
             conn.body = []
         conn.sent = perf_counter_ns()
@@ -179,13 +190,27 @@ class HttpPool:
         if conn.body is not None:
             self.bodies[index] = b"".join(conn.body)
             conn.body = None
-        if keep_alive:
+        if keep_alive and self.reuse:
             self._release(conn)
         else:
             self._drop(conn)
-        self.on_done(
-            intended, sent, end, status, ERR_NONE if status < 400 else ERR_HTTP_STATUS, index
-        )
+            if self.pending and self.opened + self.opening < self.max_connections:
+                self._start_connect()
+        code = ERR_NONE if status < 400 else ERR_HTTP_STATUS
+        self._done(conn, intended, sent, end, status, code, index)
+
+    def _done(
+        self,
+        conn: _Conn | None,
+        intended: int,
+        sent: int,
+        end: int,
+        status: int,
+        code: int,
+        index: int,
+    ) -> None:
+        """Every request ends here, exactly once (a streaming pool adds its columns)."""
+        self.on_done(intended, sent, end, status, code, index)
 
     def _drop(self, conn: _Conn) -> None:
         if conn.transport is not None:
@@ -204,14 +229,27 @@ class HttpPool:
             conn.transport.abort()
         self._drop(conn)
         if was_busy:
-            self.on_done(intended, sent, perf_counter_ns(), 0, code, index)
+            self._done(conn, intended, sent, perf_counter_ns(), 0, code, index)
         if self.pending and self.opened + self.opening < self.max_connections:
             self._start_connect()
 
     def _lost(self, conn: _Conn) -> None:
         if conn.transport is None and conn.sent == 0:
             return  # we closed it ourselves
-        if conn.sent != 0:
+        if conn.sent != 0 and not conn.got and conn.uses > 1 and conn.req not in self.retried:
+            # A kept-alive connection the server had already closed (llama.cpp closes after
+            # each streamed answer though it says keep-alive): nothing was answered, so send
+            # it again on a fresh connection, once, as HTTP clients do. Latency still counts
+            # from the intended time.
+            self.retried.add(conn.req)
+            self.reuse = False  # it will do it again: one request per connection from now on
+            index, intended = conn.req, conn.intended
+            conn.sent = 0
+            self._drop(conn)
+            self.pending.appendleft((index, intended))
+            if self.opened + self.opening < self.max_connections:
+                self._start_connect()
+        elif conn.sent != 0:
             self._note("server closed a connection with a request in flight")
             self._fail(conn, ERR_CONNECTION)
         else:  # idle keep-alive connection closed by the server: just forget it
@@ -230,7 +268,7 @@ class HttpPool:
         while self.pending and now - self.pending[0][1] > timeout_ns:
             index, intended = self.pending.popleft()
             self._note(f"request timed out after {timeout_ns / 1e9:g} s waiting for a connection")
-            self.on_done(intended, now, now, 0, ERR_TIMEOUT, index)
+            self._done(None, intended, now, now, 0, ERR_TIMEOUT, index)
 
     def _note(self, message: str) -> None:
         if len(self.errors) < 20:

@@ -15,6 +15,7 @@ ERR_CONNECTION = 3
 ERR_PROTOCOL = 4
 ERR_CONNECT = 5
 ERR_INFERENCE = 6
+ERR_SHORT_OUTPUT = 7  # a generation that returned fewer tokens than it was asked for
 ERROR_NAMES = {
     ERR_NONE: "",
     ERR_HTTP_STATUS: "http_status",
@@ -23,7 +24,58 @@ ERROR_NAMES = {
     ERR_PROTOCOL: "bad_response",
     ERR_CONNECT: "connect_failed",
     ERR_INFERENCE: "inference_error",
+    ERR_SHORT_OUTPUT: "short_output",
 }
+
+
+@dataclass
+class StreamColumns:
+    """Token-level outcomes of streamed generations, aligned with a step's request columns.
+
+    `first_ns` is the arrival of the first token (relative to t0, -1: none); token counts
+    come from the server's `usage` (-1: not reported); inter-token gaps are kept flat with
+    per-request offsets (`itl_offsets[i]:itl_offsets[i+1]`), so a step stays a few arrays.
+    """
+
+    first_ns: np.ndarray  # int64
+    output_tokens: np.ndarray  # int32, usage.completion_tokens
+    prompt_tokens: np.ndarray  # int32, usage.prompt_tokens
+    events: np.ndarray  # int32, content chunks received
+    itl_ns: np.ndarray  # int64, flat
+    itl_offsets: np.ndarray  # int64, len n + 1
+
+    def take(self, order: np.ndarray) -> StreamColumns:
+        starts, ends = self.itl_offsets[:-1][order], self.itl_offsets[1:][order]
+        lengths = ends - starts
+        flat = (
+            np.concatenate([self.itl_ns[s:e] for s, e in zip(starts, ends, strict=True)])
+            if len(order)
+            else self.itl_ns[:0]
+        )
+        return StreamColumns(
+            self.first_ns[order], self.output_tokens[order], self.prompt_tokens[order],
+            self.events[order], flat.astype(np.int64),
+            np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        )  # fmt: skip
+
+    @staticmethod
+    def concat(parts: list[StreamColumns]) -> StreamColumns:
+        offsets, base = [np.zeros(1, np.int64)], 0
+        for p in parts:
+            offsets.append(p.itl_offsets[1:] + base)
+            base += int(p.itl_offsets[-1])
+
+        def joined(name: str) -> np.ndarray:
+            return np.concatenate([getattr(p, name) for p in parts])
+
+        return StreamColumns(
+            joined("first_ns"),
+            joined("output_tokens"),
+            joined("prompt_tokens"),
+            joined("events"),
+            joined("itl_ns"),
+            np.concatenate(offsets),
+        )  # fmt: skip
 
 
 @dataclass
@@ -46,6 +98,7 @@ class StepRecords:
     error_samples: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     t0_ns: int = 0  # perf_counter_ns() at t0 (CLOCK_MONOTONIC: comparable across processes)
+    stream: StreamColumns | None = None  # streamed generations only (LLM endpoints)
 
     def __len__(self) -> int:
         return len(self.intended_ns)
@@ -62,11 +115,24 @@ class StepRecords:
         """Mask of requests intended inside the measured window (warm-up excluded)."""
         return (self.intended_ns >= self.warmup_ns) & (self.intended_ns < self.window_ns)
 
-    def to_columns(self) -> dict[str, np.ndarray]:
-        return {
+    def to_columns(self) -> dict[str, Any]:
+        columns: dict[str, Any] = {
             "intended_ns": self.intended_ns,
             "sent_ns": self.sent_ns,
             "end_ns": self.end_ns,
             "status": self.status,
             "error": self.error,
         }
+        if self.stream is not None:
+            import pyarrow as pa
+
+            s = self.stream
+            columns |= {
+                "first_token_ns": s.first_ns,
+                "output_tokens": s.output_tokens,
+                "prompt_tokens": s.prompt_tokens,
+                "token_events": s.events,
+                "itl_ns": pa.ListArray.from_arrays(pa.array(s.itl_offsets.astype(np.int32)),
+                                                   pa.array(s.itl_ns)),
+            }  # fmt: skip
+        return columns

@@ -6,12 +6,13 @@ from typing import Any
 
 from harness.models.base import ModelBundle, ModelEntry
 from harness.models.digits_cnn import DigitsCnn
+from harness.models.tiny_llama import LlmBundle, TinyLlama
 
-MODELS: dict[str, ModelEntry] = {entry.name: entry for entry in (DigitsCnn(),)}
+MODELS: dict[str, ModelEntry] = {entry.name: entry for entry in (DigitsCnn(), TinyLlama())}
 
 
-def build_model(config: Any) -> ModelBundle:
+def build_model(config: Any) -> ModelBundle | LlmBundle:
     return MODELS[config.name].build(config)
 
 
-__all__ = ["MODELS", "ModelBundle", "ModelEntry", "build_model"]
+__all__ = ["MODELS", "LlmBundle", "ModelBundle", "ModelEntry", "build_model"]

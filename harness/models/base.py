@@ -41,7 +41,8 @@ class ModelEntry(Protocol):
 
     name: ClassVar[str]
     config_class: ClassVar[type[StrictModel]]
+    task: ClassVar[str]  # "classify" (tensor in, scores out) or "generate" (an LLM)
 
-    def build(self, config: Any) -> ModelBundle: ...
+    def build(self, config: Any) -> Any: ...
 
     def make_module(self, config: Any) -> Any: ...

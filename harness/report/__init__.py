@@ -29,6 +29,7 @@ from harness.report.data import (
     load_run,
     log_tail,
 )
+from harness.report.llm_view import SKIPPED_STATUS, llm_section
 from harness.report.resources_view import accuracy_chart, resources_chart
 from harness.report.search_view import search_chart, searches
 from harness.report.summary import summarize, trust_reasons
@@ -96,6 +97,7 @@ def _context(data: RunData, out: Path) -> dict[str, Any]:
         "na_legend": NA_LEGEND,
         "stability_rule": stability_rule(data),
         "searches": slo_searches,
+        "llm": llm_section(data, labels, targets, marks),
         "charts": {
             "latency": charts.latency_vs_throughput(agg, targets, data.slo_ms, marks),
             "throughput": charts.throughput_bars(agg, labels, targets, marks),
@@ -123,6 +125,17 @@ QUESTIONS = (
     ("cheapest_per_million", "Cheapest per million inferences", "$", 3),
     ("smallest_memory", "Smallest server memory (peak RSS)", "MB", 0),
 )
+# Asked only of LLM runs (summary.json has these winners only when steps measured tokens).
+LLM_QUESTIONS = (
+    (
+        "highest_output_tokens_within_slo",
+        "Highest output tokens/s within the TTFT/TPOT SLO",
+        "tok/s",
+        1,
+    ),
+    ("lowest_ttft", "Lowest TTFT p99", "ms", 2),
+    ("cheapest_per_million_output_tokens", "Cheapest per million output tokens", "$", 3),
+)
 
 
 def _answers(data: RunData) -> dict[str, Any] | None:
@@ -135,13 +148,21 @@ def _answers(data: RunData) -> dict[str, Any] | None:
         built = build_summary(data.path)
     except (OSError, ValueError, KeyError):
         return None
+    llm = "lowest_ttft" in built["winners"]
     winners = []
-    for key, question, unit, digits in QUESTIONS:
+    for key, question, unit, digits in QUESTIONS + (LLM_QUESTIONS if llm else ()):
         answer = built["winners"].get(key)
         if answer is not None:
+            if answer.get("metric") == "ttft_p90_ms":
+                question = "Lowest TTFT p90 (no target has enough samples for a p99)"
             answer = {**answer, "value": f"{answer['value']:.{digits}f} {unit}"}
         winners.append((question, answer))
-    return {"winners": winners, "price": built["price"], "targets": list(built["targets"].items())}
+    return {
+        "winners": winners,
+        "price": built["price"],
+        "targets": list(built["targets"].items()),
+        "llm": llm,
+    }
 
 
 def _seed(data: RunData) -> int:
@@ -185,7 +206,9 @@ def _problems(data: RunData, record_notes: list[str], verdicts: Verdicts) -> lis
     for target in data.targets:
         name = str(target.get("name"))
         state = target.get("status")
-        if state in ("failed", "skipped") or (state == "running" and status != "running"):
+        if state == SKIPPED_STATUS:  # its stack is not installed here: a skip, not a failure
+            add(f"Target {name}: skipped", str(target.get("error") or "not available here"))
+        elif state in ("failed", "skipped") or (state == "running" and status != "running"):
             add(
                 f"Target {name}: {state}",
                 str(target.get("error") or "(no error recorded)"),
@@ -253,6 +276,7 @@ def _targets(data: RunData) -> list[dict[str, Any]]:
     for target in data.targets:
         settings = target.get("settings")
         fidelity = target.get("fidelity")
+        skipped = target.get("status") == SKIPPED_STATUS  # not installed here, not failed
         rows.append(
             {
                 "name": target.get("name"),
@@ -260,6 +284,8 @@ def _targets(data: RunData) -> list[dict[str, Any]]:
                 "variant": target.get("variant"),
                 "launcher": target.get("launcher"),
                 "status": target.get("status"),
+                "status_text": "skipped" if skipped else target.get("status"),
+                "reason": str(target.get("error") or "not available here") if skipped else "",
                 "startup_s": target.get("startup_s"),
                 "settings": json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
                 if settings

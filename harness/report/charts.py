@@ -375,3 +375,75 @@ def latency_over_time(
         ax.grid(True, which="both", alpha=0.3)
     axes[-1].set_xlabel("time since step start (s); grey: warm-up, not measured")
     return to_data_uri(fig)
+
+
+def metric_by_step(
+    agg: pd.DataFrame,
+    labels: Sequence[str],
+    targets: Sequence[str],
+    series: Sequence[tuple[str, str, str]],
+    ylabel: str,
+    limit: tuple[str, float] | None = None,
+    marks: Mapping[str, str] | None = None,
+) -> str | None:
+    """Per-step lines, one colour per target, one line style per `series` entry
+    (column, style, suffix); steps on the x axis in the order they ran. `limit` is an
+    optional (name, value) horizontal line, e.g. ("TTFT SLO", 250.0)."""
+    if agg.empty or not labels:
+        return None
+    fig = Figure(figsize=(max(9.0, min(18.0, 1.2 + 0.9 * len(labels))), 4.6), layout="constrained")
+    ax = fig.add_subplot()
+    base = np.arange(len(labels))
+    drawn = 0
+    for name, color in zip(targets, _colors(len(targets)), strict=False):
+        rows = agg[agg["target"] == name].set_index("label").reindex(list(labels))
+        for column, style, suffix in series:
+            y = rows[column].to_numpy(dtype=float)
+            ok = np.isfinite(y) & (y > 0)
+            if ok.any():
+                ax.plot(base[ok], y[ok], style, marker="o", markersize=4, color=color,
+                        label=f"{_name(name, marks)} {suffix}")  # fmt: skip
+                drawn += 1
+    if not drawn:
+        return None
+    if limit is not None and limit[1] > 0:
+        ax.axhline(limit[1], color="black", linewidth=1, linestyle=":",
+                   label=f"{plain(limit[0])} {limit[1]:g}")  # fmt: skip
+    ax.set_yscale("log")
+    _plain_numbers(ax.yaxis)
+    ax.set_xticks(
+        base, [plain(label) for label in labels], rotation=30, ha="right", fontsize="small"
+    )
+    ax.set_xlim(-0.5, len(labels) - 0.5)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    _legend(ax, drawn)
+    return to_data_uri(fig)
+
+
+def tokens_vs_concurrency(
+    agg: pd.DataFrame, targets: Sequence[str], marks: Mapping[str, str] | None = None
+) -> str | None:
+    """Closed-loop steps only: output tokens/s (mean over repeats) against concurrency."""
+    closed = agg[agg["mode"] == "closed"]
+    fig = Figure(figsize=(9, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    drawn = 0
+    for name, color in zip(targets, _colors(len(targets)), strict=False):
+        rows = closed[closed["target"] == name].sort_values("concurrency", kind="stable")
+        x, y = (rows[c].to_numpy(dtype=float) for c in ("concurrency", "output_tokens_per_s"))
+        ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+        if not ok.any():
+            continue
+        ax.plot(x[ok], y[ok], "-o", markersize=4, color=color, label=_name(name, marks))
+        drawn += 1
+    if not drawn:
+        return None
+    ax.set_xscale("log", base=2)
+    _plain_numbers(ax.xaxis)
+    ax.set_xlabel("concurrency (generations in flight, log scale)")
+    ax.set_ylabel("output tokens/s")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, which="both", alpha=0.3)
+    _legend(ax, drawn)
+    return to_data_uri(fig)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.llm.metrics import LLM_COLUMNS
 from harness.report.fmt import finite
 from harness.results import STEP_COLUMNS
 
@@ -37,9 +38,18 @@ BOOL_COLUMNS = ("loadgen_saturated",)
 TRISTATE_COLUMNS = ("stable", "valid")  # True / False / None (not known)
 # Read when present: older or newer writers may leave them out of steps.csv.
 OPTIONAL_NUMERIC = ("slo_percentile_ms",)
+# LLM steps (harness/llm/metrics.py) add token metrics, and the server's own token counts
+# and phase times where its framework reports them; NaN for every other run.
+LLM_SERVER_COLUMNS = (
+    "server_output_tokens",
+    "server_prompt_tokens",
+    "server_prefill_ms",
+    "server_decode_ms",
+)
+LLM_STEP_COLUMNS = (*LLM_COLUMNS, *LLM_SERVER_COLUMNS)
 NUMERIC_COLUMNS = (
     *(c for c in STEP_COLUMNS if c not in TEXT_COLUMNS + BOOL_COLUMNS + TRISTATE_COLUMNS),
-    *(c for c in OPTIONAL_NUMERIC if c not in STEP_COLUMNS),
+    *(c for c in (*OPTIONAL_NUMERIC, *LLM_STEP_COLUMNS) if c not in STEP_COLUMNS),
 )
 SERVER_COLUMNS = ("server_queue_ms", "server_compute_ms", "server_batch_avg")
 # Point estimates with a 95% interval in steps.csv: (low column, high column).
@@ -185,7 +195,7 @@ def read_steps(csv_path: Path) -> pd.DataFrame:
 
 def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
-    for col in (*STEP_COLUMNS, *OPTIONAL_NUMERIC):
+    for col in (*STEP_COLUMNS, *OPTIONAL_NUMERIC, *LLM_STEP_COLUMNS):
         if col not in frame.columns:
             frame[col] = ""
     for col in TEXT_COLUMNS:

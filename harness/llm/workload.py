@@ -1,0 +1,117 @@
+"""LLM workloads: how long prompts and outputs are, and the requests made from them.
+
+Prompt lengths are exact when we have the model's tokenizer: prompts are windows of a
+tokenized synthetic text, sent as token ids to `/v1/completions` (both vLLM and llama.cpp
+accept them), so every stack prefills the same tokens. Chat requests need text: the same
+windows decoded, and the server's `usage` tells the real count. Output lengths are forced
+(`max_tokens` with `ignore_eos`), so every stack decodes the same number of tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+
+from harness.config import StrictModel
+
+
+class FixedLength(StrictModel):
+    kind: Literal["fixed"]
+    value: PositiveInt
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return np.full(n, self.value, np.int64)
+
+
+class UniformLength(StrictModel):
+    kind: Literal["uniform"]
+    min: PositiveInt
+    max: PositiveInt
+
+    @model_validator(mode="after")
+    def _ordered(self) -> UniformLength:
+        if self.max < self.min:
+            raise ValueError("max must be at least min")
+        return self
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.integers(self.min, self.max + 1, n)
+
+
+class NormalLength(StrictModel):
+    kind: Literal["normal"]
+    mean: PositiveFloat
+    std: PositiveFloat
+    min: PositiveInt = 1
+    max: PositiveInt | None = None
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        values = np.rint(rng.normal(self.mean, self.std, n))
+        return np.clip(values, self.min, self.max or np.inf).astype(np.int64)
+
+
+Length = Annotated[FixedLength | UniformLength | NormalLength, Field(discriminator="kind")]
+
+
+class WorkloadSpec(StrictModel):
+    """What each generation asks for (LLM models only)."""
+
+    api: Literal["completions", "chat"] = "completions"
+    prompt_tokens: Length = FixedLength(kind="fixed", value=64)
+    output_tokens: Length = FixedLength(kind="fixed", value=32)
+    shared_prefix_tokens: int = Field(
+        0, ge=0, description="tokens every prompt starts with (tests prefix caching)"
+    )
+    samples: PositiveInt = Field(64, description="distinct requests, cycled by the load")
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    """One generation: a prompt (ids when known, and text) and the output length forced."""
+
+    prompt_ids: tuple[int, ...] | None
+    prompt_text: str
+    max_tokens: int
+
+    @property
+    def prompt_len(self) -> int | None:
+        return len(self.prompt_ids) if self.prompt_ids is not None else None
+
+
+def make_requests(spec: WorkloadSpec, tokenizer: Any, seed: int, context: int) -> list[GenRequest]:
+    """`spec.samples` requests; prompt + output never exceeds the model's `context`."""
+    from harness.models.tiny_llama import corpus
+
+    rng = np.random.default_rng(seed)
+    n = spec.samples
+    prompt_lens = spec.prompt_tokens.sample(rng, n)
+    output_lens = spec.output_tokens.sample(rng, n)
+    if int((prompt_lens + output_lens).max()) + spec.shared_prefix_tokens > context:
+        raise ValueError(
+            f"workload: shared prefix + prompt + output tokens reach "
+            f"{int((prompt_lens + output_lens).max()) + spec.shared_prefix_tokens}, "
+            f"over the model's context of {context}"
+        )
+    text = " ".join(corpus(seed + 17, lines=400 + int(prompt_lens.max()) // 4))
+    if tokenizer is None:  # a bare GGUF: text prompts of about the right length
+        words = text.split()
+        out = []
+        for p, o in zip(prompt_lens, output_lens, strict=True):
+            start = int(rng.integers(0, max(1, len(words) - int(p))))
+            prefix = words[: spec.shared_prefix_tokens]
+            out.append(GenRequest(None, " ".join(prefix + words[start : start + int(p)]), int(o)))
+        return out
+    stream = tokenizer.encode(text).ids
+    need = int(prompt_lens.max()) + spec.shared_prefix_tokens
+    while len(stream) < need + 1:
+        stream = stream + stream
+    prefix = stream[: spec.shared_prefix_tokens]
+    requests = []
+    for p, o in zip(prompt_lens, output_lens, strict=True):
+        start = int(rng.integers(0, len(stream) - int(p)))
+        ids = tuple(prefix + stream[start : start + int(p)])
+        requests.append(GenRequest(ids, tokenizer.decode(list(ids)), int(o)))
+    return requests

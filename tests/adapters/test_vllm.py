@@ -1,0 +1,74 @@
+"""vLLM's OpenAI server for real on loopback (`nox -s vllm_tests`; heavy: 3.4 GB, minutes to
+start). Runs where its environment exists (`servingbench env vllm`); elsewhere every test
+skips with that reason, printed by `-ra`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adapters.vllm import VllmAdapter, VllmConfig
+from harness.launchers.base import LaunchRequest
+from harness.launchers.process import ProcessConfig, ProcessLauncher
+from harness.llm.fidelity import check_generation
+from harness.llm.metrics import llm_summary
+from harness.llm.variants import build_llm_variant, checks
+from harness.llm.workload import FixedLength, WorkloadSpec, make_requests
+from harness.load.engine import StepPlan
+from harness.load.worker import LoadProcess
+from harness.models import build_model
+from harness.models.tiny_llama import TinyLlamaConfig
+from harness.scenario import VariantsSpec
+from tests.conftest import client_cpus
+
+available = VllmAdapter.availability()
+pytestmark = [
+    pytest.mark.vllm,
+    pytest.mark.skipif(not available.available, reason=f"vLLM: {available.reason}"),
+    pytest.mark.usefixtures("no_orphans"),
+    pytest.mark.timeout(900),
+]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, build_cache: Path):
+    llm = build_model(TinyLlamaConfig(name="tiny-llama"))
+    variant = build_llm_variant("bf16", llm, VariantsSpec())
+    tmp = tmp_path_factory.mktemp("vllm")
+    adapter = VllmAdapter(VllmConfig(kind="vllm", max_num_seqs=8))
+    launcher = ProcessLauncher(ProcessConfig(stop_grace_s=10))
+    request = LaunchRequest("vllm", adapter, variant, tmp / "work", tmp / "vllm.log", None, 1, 600)
+    server = launcher.start(request)
+    try:
+        yield llm, variant, adapter, server
+    finally:
+        launcher.stop(server)
+
+
+def test_greedy_answers_and_token_accounting(served) -> None:
+    llm, variant, adapter, server = served
+    requests = make_requests(WorkloadSpec(), llm.tokenizer(), seed=0, context=1024)
+    result = check_generation(
+        adapter.openai_client(server), checks(variant), requests, samples=32, min_agreement=0.8
+    )
+    assert result.passed, result.message
+
+
+def test_streams_under_load_with_usage_and_server_counters(served) -> None:
+    llm, _, adapter, server = served
+    spec = WorkloadSpec(output_tokens=FixedLength(kind="fixed", value=16), samples=8)
+    requests = make_requests(spec, llm.tokenizer(), seed=1, context=1024)
+    before = adapter.server_metrics(server)
+    with LoadProcess(client_cpus()) as load:
+        rec = load.run(
+            adapter.openai_client(server).endpoint(requests),
+            StepPlan(mode="closed", concurrency=4, duration_s=5, timeout_s=120),
+        )
+    after = adapter.server_metrics(server)
+    assert len(rec) >= 4 and (rec.error == 0).all(), rec.error_samples
+    assert rec.stream is not None and (rec.stream.output_tokens == 16).all()
+    assert ((rec.stream.first_ns > rec.sent_ns) & (rec.stream.first_ns <= rec.end_ns)).all()
+    view = adapter.breakdown(before, after, len(rec))
+    assert view["server_output_tokens"] >= rec.stream.output_tokens.sum()
+    assert llm_summary(rec, 5.0)["output_tokens_per_s"] > 0

@@ -1,0 +1,133 @@
+"""tiny-llama, its GGUF variants, the LLM workload and the scenario rules around them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.errors import ConfigError
+from harness.llm.gguf_export import permute_rope
+from harness.llm.variants import build_llm_variant, checks, gguf_file, hf_dir
+from harness.llm.workload import (
+    FixedLength,
+    NormalLength,
+    UniformLength,
+    WorkloadSpec,
+    make_requests,
+)
+from harness.models import build_model
+from harness.models.tiny_llama import TinyLlamaConfig
+from harness.scenario import VariantsSpec, parse_scenario
+
+
+@pytest.fixture(scope="module")
+def llm(build_cache: Path):
+    return build_model(TinyLlamaConfig(name="tiny-llama"))
+
+
+def test_model_is_a_few_million_parameters_and_deterministic(llm, tmp_path, monkeypatch) -> None:
+    assert 2e6 < llm.meta["parameters"] < 2e7
+    assert (llm.hf_dir / "config.json").exists() and (llm.hf_dir / "tokenizer.json").exists()
+    monkeypatch.setenv("SERVINGBENCH_CACHE", str(tmp_path))  # a second build, elsewhere
+    again = build_model(TinyLlamaConfig(name="tiny-llama"))
+    assert again.path != llm.path
+    assert again.meta["weights_sha256"] == llm.meta["weights_sha256"]
+    assert again.meta["tokenizer_sha256"] == llm.meta["tokenizer_sha256"]
+
+
+def test_tokenizer_round_trips_text(llm) -> None:
+    tok = llm.tokenizer()
+    text = "The server streams 42 tokens, fast!"
+    assert tok.decode(tok.encode(text).ids) == text
+
+
+def test_gguf_holds_the_model_for_llama_cpp(llm) -> None:
+    import gguf
+
+    variant = build_llm_variant("q8_0", llm, VariantsSpec())
+    reader = gguf.GGUFReader(str(gguf_file(variant)))
+    names = {t.name for t in reader.tensors}
+    assert {"token_embd.weight", "output.weight", "blk.3.ffn_down.weight"} <= names
+    assert len(names) == 3 + 9 * 4
+    arch = reader.fields["general.architecture"]
+    assert bytes(arch.parts[arch.data[0]]).decode() == "llama"
+    assert hf_dir(variant) is None  # q8_0 is llama.cpp's format only
+    assert hf_dir(build_llm_variant("bf16", llm, VariantsSpec())) is not None
+
+
+def test_rope_permutation_is_a_row_shuffle() -> None:
+    w = np.arange(8 * 3, dtype=np.float32).reshape(8, 3)
+    p = permute_rope(w, heads=2)
+    assert sorted(map(tuple, p.tolist())) == sorted(map(tuple, w.tolist()))
+    # head 0 rows [0 1 2 3] -> interleaved halves [0 2 1 3]
+    assert p[:4, 0].tolist() == [0.0, 6.0, 3.0, 9.0]
+
+
+@pytest.mark.parametrize("name", ["f32", "f16", "bf16", "q8_0"])
+def test_variants_are_validated_against_the_f32_reference(llm, name: str) -> None:
+    variant = build_llm_variant(name, llm, VariantsSpec())
+    v = variant.validation
+    assert variant.ok, v
+    if name == "f32":
+        assert v.max_abs_diff == 0.0 and v.agreement == 1.0
+    else:
+        assert 0 < v.max_abs_diff < 0.1 and v.agreement >= 0.9
+    rows = checks(variant)
+    assert len(rows) == 32 and all(len(r["prompt_ids"]) == 24 for r in rows)
+
+
+def test_a_strict_gate_fails_a_quantized_build(llm) -> None:
+    variant = build_llm_variant("q8_0", llm, VariantsSpec(llm_min_agreement=1.0))
+    if variant.validation.agreement < 1.0:
+        assert not variant.ok and "llm_min_agreement" in variant.validation.reason
+
+
+def test_workload_lengths_are_exact_tokens(llm) -> None:
+    tok = llm.tokenizer()
+    spec = WorkloadSpec(
+        prompt_tokens=UniformLength(kind="uniform", min=10, max=20),
+        output_tokens=NormalLength(kind="normal", mean=30, std=10, min=5, max=40),
+        shared_prefix_tokens=7,
+        samples=50,
+    )
+    requests = make_requests(spec, tok, seed=3, context=2048)
+    assert len(requests) == 50
+    assert all(17 <= r.prompt_len <= 27 for r in requests)  # type: ignore[operator]
+    assert all(5 <= r.max_tokens <= 40 for r in requests)
+    prefixes = {r.prompt_ids[:7] for r in requests}  # type: ignore[index]
+    assert len(prefixes) == 1
+    assert make_requests(spec, tok, seed=3, context=2048) == requests  # seeded
+
+
+def test_workload_that_overflows_the_context_is_refused(llm) -> None:
+    spec = WorkloadSpec(output_tokens=FixedLength(kind="fixed", value=2000))
+    with pytest.raises(ValueError, match="over the model's context of 2048"):
+        make_requests(spec, llm.tokenizer(), seed=0, context=2048)
+
+
+LLM_SCENARIO = """\
+name: llm
+model: {name: tiny-llama}
+load: {profile: {kind: closed, concurrency: 1}%s}
+targets:
+  - {name: a, adapter: {kind: llamacpp}, variant: %s}
+"""
+
+
+def test_scenario_rules_for_llm_models() -> None:
+    assert parse_scenario(LLM_SCENARIO % ("", "q8_0")).workload is None
+    with pytest.raises(ConfigError, match="variant 'onnx' is not a build of tiny-llama"):
+        parse_scenario(LLM_SCENARIO % ("", "onnx"))
+    with pytest.raises(ConfigError, match="locust cannot stream"):
+        parse_scenario(LLM_SCENARIO % (", backend: locust", "f32"))
+    with pytest.raises(ConfigError, match="slots"):
+        parse_scenario(
+            LLM_SCENARIO.replace("kind: llamacpp", "kind: llamacpp, slots: 0") % ("", "f32")
+        )
+
+
+def test_given_model_path_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="Hugging Face model folder"):
+        build_model(TinyLlamaConfig(name="tiny-llama", path=str(tmp_path / "nothing")))
