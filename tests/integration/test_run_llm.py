@@ -45,7 +45,7 @@ load:
     steps:
       - {{mode: closed, concurrency: 1}}
       - {{mode: closed, concurrency: 4}}
-      - {{mode: open, rate: 8, arrival: poisson}}
+      - {{mode: open, rate: 20, arrival: poisson}}
 targets:
   - name: llamacpp-f32
     adapter: {{kind: llamacpp, slots: 4}}
