@@ -89,8 +89,7 @@ class VllmAdapter(LlmAdapter[VllmConfig]):
             str(c.max_model_len),
             "--max-num-seqs",
             str(c.max_num_seqs),
-            "--disable-log-requests",
-        ]
+        ]  # requests are not logged by default (the old --disable-log-requests is gone)
         if c.enforce_eager:
             args.append("--enforce-eager")
         return args + list(c.extra_args)

@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from harness.confidence import (
+    BOOTSTRAP_RESAMPLES,
     Blocks,
     bootstrap,
     ci_block_seconds,
@@ -31,6 +32,8 @@ from harness.confidence import (
 
 DEFAULT_MARGIN = 0.03  # differences under 3% are inside a shared machine's noise floor
 METRICS = (("p50_ms", "p50", False), ("p99_ms", "p99", False), ("throughput_rps", "rate", True))
+# streamed generations add the two numbers LLM users compare stacks by
+LLM_METRICS = (("ttft_p50_ms", "ttft_p50", False), ("output_tokens_per_s", "tok_rate", True))
 
 
 @dataclass
@@ -61,6 +64,35 @@ def _step_blocks(path: Path) -> Blocks | None:
     return make_blocks(ok.intended_ns.to_numpy(), latency, start, end, seconds)
 
 
+def _token_blocks(path: Path) -> tuple[Blocks, Blocks] | None:
+    """TTFT (ms) and output tokens of a streamed step, in the same blocks as its latencies."""
+    columns = ["intended_ns", "first_token_ns", "output_tokens", "error", "in_window"]
+    if "first_token_ns" not in pq.read_schema(path).names:
+        return None
+    table = pq.read_table(path, columns=columns)
+    meta = table.schema.metadata or {}
+    frame = table.to_pandas()
+    ok = frame[frame.in_window & (frame.error == 0) & (frame.first_token_ns >= 0)]
+    start, end = int(meta[b"warmup_ns"]), int(meta[b"window_ns"])
+    seconds = ci_block_seconds((end - start) / 1e9)
+    intended = ok.intended_ns.to_numpy()
+    ttft = (ok.first_token_ns - ok.intended_ns).to_numpy() / 1e6
+    tokens = ok.output_tokens.to_numpy().astype(np.float64)
+    return (
+        make_blocks(intended, ttft, start, end, seconds),
+        make_blocks(intended, tokens, start, end, seconds),
+    )
+
+
+def _sum_rate_bootstrap(blocks: Blocks, seed: int) -> tuple[np.ndarray, float]:
+    """Bootstrap of the mean per-block sum rate (tokens/s) and its point estimate."""
+    sums = np.array([b.sum() / blocks.seconds for b in blocks.latencies])
+    if len(sums) < 2:
+        return np.full(BOOTSTRAP_RESAMPLES, math.nan), float(sums.mean()) if len(sums) else math.nan
+    picks = np.random.default_rng(seed).integers(0, len(sums), (BOOTSTRAP_RESAMPLES, len(sums)))
+    return sums[picks].mean(axis=1), float(sums.mean())
+
+
 @dataclass
 class Side:
     boot: dict[str, np.ndarray]
@@ -81,7 +113,7 @@ def side_of(run_dir: Path, target: str, runs: pd.DataFrame, seed: int) -> Side |
     blocks = pooled(usable)
     latencies = np.concatenate(blocks.latencies)
     enough = len(latencies) > 0
-    return Side(
+    side = Side(
         boot=bootstrap(blocks, [50, 99], seed=seed),
         point={
             "p50": float(np.percentile(latencies, 50)) if enough else math.nan,
@@ -90,6 +122,18 @@ def side_of(run_dir: Path, target: str, runs: pd.DataFrame, seed: int) -> Side |
         },
         valid=bool(runs["valid"].astype(str).eq("True").all()),
     )
+    tokens = [
+        _token_blocks(folder / f"{int(step):03d}-r{int(repeat)}.parquet")
+        for step, repeat in zip(runs["step"], runs["repeat"], strict=True)
+    ]
+    if tokens and all(t is not None for t in tokens):
+        ttft = pooled([t[0] for t in tokens if t is not None])
+        counts = pooled([t[1] for t in tokens if t is not None])
+        values = np.concatenate(ttft.latencies)
+        side.boot["ttft_p50"] = bootstrap(ttft, [50], seed=seed)["p50"]
+        side.point["ttft_p50"] = float(np.percentile(values, 50)) if len(values) else math.nan
+        side.boot["tok_rate"], side.point["tok_rate"] = _sum_rate_bootstrap(counts, seed)
+    return side
 
 
 def compute_verdicts(
@@ -110,7 +154,8 @@ def compute_verdicts(
                 and sides[b].valid
                 and (trusted_targets is None or {a, b} <= trusted_targets)
             )
-            for metric, key, higher_better in METRICS:
+            both_llm = "ttft_p50" in sides[a].boot and "ttft_p50" in sides[b].boot
+            for metric, key, higher_better in METRICS + (LLM_METRICS if both_llm else ()):
                 low, high = ratio_ci(sides[a].boot[key], sides[b].boot[key])
                 va, vb = sides[a].point[key], sides[b].point[key]
                 ratio = va / vb if vb else math.nan

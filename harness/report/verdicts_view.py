@@ -20,6 +20,14 @@ from harness.report.data import RunData
 from harness.report.fmt import finite, ratio
 
 METRICS = ("p50_ms", "p99_ms", "throughput_rps")
+LLM_METRICS = ("ttft_p50_ms", "output_tokens_per_s")  # streamed generations only
+HEADINGS = {
+    "p50_ms": "p50",
+    "p99_ms": "p99",
+    "throughput_rps": "throughput",
+    "ttft_p50_ms": "TTFT p50",
+    "output_tokens_per_s": "output tok/s",
+}
 TEXT = ("label", "target_a", "target_b", "metric", "verdict")
 NUMBERS = ("value_a", "value_b", "ratio", "ci_low", "ci_high")
 COLUMNS = (*TEXT[:4], *NUMBERS, "verdict", "trusted")
@@ -158,6 +166,7 @@ def verdict_tables(
 ) -> list[dict[str, Any]]:
     """Per label, one row per pair: a cell per metric, and why the pair is untrusted."""
     frame = verdicts.frame
+    metrics = METRICS + (LLM_METRICS if frame["metric"].isin(LLM_METRICS).any() else ())
     extra = [str(v) for v in frame["label"].unique() if v not in labels]
     tables = []
     for label in [*labels, *extra]:
@@ -168,7 +177,10 @@ def verdict_tables(
         tables.append(
             {
                 "label": label,
-                "rows": [_pair(verdicts, label, a, b, reasons, baselines) for a, b in pairs],
+                "headings": [HEADINGS[m] for m in metrics],
+                "rows": [
+                    _pair(verdicts, label, a, b, reasons, baselines, metrics) for a, b in pairs
+                ],
             }
         )
     return tables
@@ -181,8 +193,9 @@ def _pair(
     b: str,
     reasons: Mapping[tuple[str, str], list[str]],
     baselines: set[str],
+    metrics: tuple[str, ...] = METRICS,
 ) -> dict[str, Any]:
-    cells = [verdicts.cell(label, a, b, m) for m in METRICS]
+    cells = [verdicts.cell(label, a, b, m) for m in metrics]
     trusted = all(c.trusted for c in cells if c is not MISSING)
     why = [f"{name}: {r}" for name in (a, b) for r in reasons.get((label, name), [])]
     if not trusted and not why:

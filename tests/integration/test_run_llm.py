@@ -115,6 +115,12 @@ def test_records_carry_token_columns(llm_run) -> None:
 
 def test_verdicts_and_report(llm_run) -> None:
     _, run_dir = llm_run
-    assert (run_dir / "verdicts.csv").exists()
+    verdicts = pd.read_csv(run_dir / "verdicts.csv")
+    llm = verdicts[verdicts["metric"].isin(["ttft_p50_ms", "output_tokens_per_s"])]
+    assert len(llm) == 2 * 3  # one pair, three steps, two token metrics
+    closed = llm[llm["label"] == "closed c=4"]
+    assert (closed["ci_low"] <= closed["ratio"]).all() and (
+        closed["ratio"] <= closed["ci_high"]
+    ).all()
     html = (run_dir / "report.html").read_text()
-    assert "llamacpp-q8_0" in html
+    assert "llamacpp-q8_0" in html and "TTFT p50" in html and 'id="llm"' in html
