@@ -47,12 +47,24 @@ class RichObserver(Observer):
     def on_step_start(self, target: str, plan: StepPlan) -> None:
         self.progress.update(self.task, description=f"{target}: {plan.label}")
 
-    def on_step_end(self, target: str, plan: StepPlan, summary: StepSummary) -> None:
+    def on_step_end(
+        self,
+        target: str,
+        plan: StepPlan,
+        summary: StepSummary,
+        tokens: dict[str, float] | None = None,
+    ) -> None:
         flag = f" [yellow]load generator: {summary.loadgen_note}[/]" if summary.loadgen_note else ""
         errors = f" [red]{summary.errors} errors[/]" if summary.errors else ""
+        llm = (
+            f" | TTFT p50 {tokens['ttft_p50_ms']:.1f} ms | ITL p50 {tokens['itl_p50_ms']:.2f} ms"
+            f" | {tokens['output_tokens_per_s']:.0f} tok/s"
+            if tokens
+            else ""
+        )
         self.progress.console.print(
             f"{target} | {plan.label} | {summary.throughput_rps:.1f} req/s | "
-            f"p50 {summary.p50_ms:.2f} ms | p99 {summary.p99_ms:.2f} ms{errors}{flag}",
+            f"p50 {summary.p50_ms:.2f} ms | p99 {summary.p99_ms:.2f} ms{llm}{errors}{flag}",
             highlight=False,
             markup=True,
             soft_wrap=True,

@@ -18,7 +18,13 @@ class Observer:
 
     def on_step_start(self, target: str, plan: StepPlan) -> None: ...
 
-    def on_step_end(self, target: str, plan: StepPlan, summary: StepSummary) -> None: ...
+    def on_step_end(
+        self,
+        target: str,
+        plan: StepPlan,
+        summary: StepSummary,
+        tokens: dict[str, float] | None = None,
+    ) -> None: ...
 
     def on_target_end(self, target: str, status: str, error: str | None) -> None: ...
 
@@ -33,7 +39,13 @@ class RecordingObserver(Observer):
     def on_target_start(self, target: str, index: int, total: int) -> None:
         self.events.append(("target_start", target))
 
-    def on_step_end(self, target: str, plan: StepPlan, summary: StepSummary) -> None:
+    def on_step_end(
+        self,
+        target: str,
+        plan: StepPlan,
+        summary: StepSummary,
+        tokens: dict[str, float] | None = None,
+    ) -> None:
         self.events.append(("step_end", (target, plan.label, summary)))
 
     def on_target_end(self, target: str, status: str, error: str | None) -> None:

@@ -450,7 +450,7 @@ class _Run:
                 "started_at": started,
             }
         )
-        self.observer.on_step_end(target.name, plan, summary)
+        self.observer.on_step_end(target.name, plan, summary, tokens or None)
         return summary
 
 

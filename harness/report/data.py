@@ -79,6 +79,7 @@ MEAN_COLUMNS = [
     "slo_ms",
     "slo_percentile_ms",
     *SERVER_COLUMNS,
+    *LLM_STEP_COLUMNS,
 ]
 MAX_RECORD_ROWS = 200_000
 LOG_TAIL_LINES = 30

@@ -32,6 +32,11 @@ class Metric:
 
 
 THROUGHPUT = Metric("throughput_rps", "throughput", "highest throughput", "req/s", 1, True)
+# Streamed generations are led by what LLM users compare: tokens out, and the wait for the first
+LLM_LEADS = (
+    Metric("output_tokens_per_s", "output tokens/s", "most output tokens/s", "tok/s", 0, True),
+    Metric("ttft_p50_ms", "TTFT p50", "lowest TTFT p50", "ms", 1, False),
+)
 
 
 def latency_metric(slo_percentile: float | None) -> Metric:
@@ -92,7 +97,8 @@ def summarize(
 ) -> list[LabelSummary]:
     reasons = trust_reasons(data, agg)
     baselines = data.baselines()
-    metrics = (THROUGHPUT, latency_metric(data.slo_percentile))
+    llm = "ttft_p50_ms" in agg and bool(agg["ttft_p50_ms"].notna().any())
+    metrics = LLM_LEADS if llm else (THROUGHPUT, latency_metric(data.slo_percentile))
     result = []
     for label in labels:
         rows = [
