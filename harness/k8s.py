@@ -43,6 +43,8 @@ from pydantic import (
 
 from harness.config import StrictModel
 from harness.errors import ConfigError, ServingBenchError, UnavailableError
+from harness.llm.variants import HF_DTYPES
+from harness.variants import LLM_VARIANT_NAMES
 
 API_VERSION = "serving.kserve.io/v1beta1"
 Runtime = Literal["custom", "pytorch", "triton", "huggingface"]
@@ -174,7 +176,12 @@ def build_inference_service(
             model["protocolVersion"] = protocol_version
         if spec.runtime_version:
             model["runtimeVersion"] = spec.runtime_version
-        args = ["--model_name=model", "--backend=vllm"] if runtime == "huggingface" else []
+        args = []
+        if runtime == "huggingface":  # the name our OpenAI client sends, the variant's dtype
+            variant = str((annotations or {}).get("servingbench.io/variant"))
+            served = "tiny-llama" if variant in LLM_VARIANT_NAMES else "model"
+            args = [f"--model_name={served}", "--backend=vllm"]
+            args += [f"--dtype={HF_DTYPES[variant]}"] if variant in HF_DTYPES else []
         if args + spec.args:
             model["args"] = args + spec.args
         model.update(env=env, resources=resources)

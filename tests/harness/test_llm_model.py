@@ -131,3 +131,55 @@ def test_scenario_rules_for_llm_models() -> None:
 def test_given_model_path_must_exist(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="Hugging Face model folder"):
         build_model(TinyLlamaConfig(name="tiny-llama", path=str(tmp_path / "nothing")))
+
+
+def test_vllm_launch_specs_process_and_gpu_container(llm, tmp_path: Path) -> None:
+    from adapters.vllm import VllmAdapter, VllmConfig
+    from harness.environments import PYTHON
+    from harness.errors import UnavailableError
+
+    variant = build_llm_variant("bf16", llm, VariantsSpec())
+    adapter = VllmAdapter(
+        VllmConfig(
+            kind="vllm", gpu_memory_utilization=0.8, tensor_parallel_size=2, max_model_len=2048
+        )
+    )
+    proc = adapter.process_spec(variant, tmp_path, "127.0.0.1", {"http": 8123})
+    assert proc.argv[:3] == [PYTHON, "-m", "vllm.entrypoints.openai.api_server"]
+    assert proc.argv[proc.argv.index("--dtype") + 1] == "bfloat16"
+    assert proc.argv[proc.argv.index("--host") + 1] == "127.0.0.1"
+    assert proc.env["HF_HUB_OFFLINE"] == "1" and proc.env["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    box = adapter.container_spec(variant, tmp_path, gpus=True)
+    assert box.image.startswith("vllm/vllm-openai") and box.gpus
+    args = box.command
+    assert args[args.index("--gpu-memory-utilization") + 1] == "0.8"
+    assert args[args.index("--tensor-parallel-size") + 1] == "2"
+    assert args[args.index("--max-model-len") + 1] == "2048"
+    assert box.mounts == {str(hf_dir(variant)): "/model"} and "/model" in box.read_only
+    cpu_box = adapter.container_spec(variant, tmp_path, gpus=False)
+    assert "--gpu-memory-utilization" not in cpu_box.command
+    with pytest.raises(UnavailableError, match="no Hugging Face folder"):
+        adapter.process_spec(
+            build_llm_variant("q8_0", llm, VariantsSpec()), tmp_path, "127.0.0.1", {"http": 1}
+        )
+
+
+def test_llamacpp_container_spec_and_a_given_hf_folder(llm, tmp_path: Path) -> None:
+    from adapters.llamacpp import LlamaCppAdapter, LlamaCppConfig
+    from harness.errors import UnavailableError
+
+    adapter = LlamaCppAdapter(LlamaCppConfig(kind="llamacpp", slots=3, gpu_layers=99))
+    variant = build_llm_variant("q8_0", llm, VariantsSpec())
+    box = adapter.container_spec(variant, tmp_path, gpus=True)
+    assert box.image.endswith(":server-cuda") and box.ports == {"http": 8080}
+    assert box.command[box.command.index("-np") + 1] == "3"
+    assert box.command[box.command.index("-ngl") + 1] == "99"
+    assert box.command[box.command.index("-m") + 1] == "/model/model.gguf"
+    # a user's Hugging Face folder: vLLM serves it, llama.cpp needs a GGUF and says so
+    given = build_model(TinyLlamaConfig(name="tiny-llama", path=str(llm.hf_dir)))
+    assert given.hf_dir == llm.hf_dir and given.gguf_file is None and given.config is None
+    mine = build_llm_variant("bf16", given, VariantsSpec())
+    assert hf_dir(mine) == llm.hf_dir and gguf_file(mine) is None
+    assert mine.ok and "served as given" in mine.validation.reason
+    with pytest.raises(UnavailableError, match="no GGUF file"):
+        adapter.process_spec(mine, tmp_path, "127.0.0.1", {"http": 1})
