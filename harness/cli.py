@@ -194,15 +194,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from harness import registry
-    from harness.variants import VARIANT_NAMES, variant_availability
+    from harness.variants import LLM_VARIANT_NAMES, VARIANT_NAMES, variant_availability
 
     table = Table("part", "name", "available", "why not / what", title="servingbench parts")
     for kind, cls in registry.adapters().items():
         a = cls.availability()
         table.add_row("adapter", kind, _yes(a.available), a.reason or cls.description)
-    for name in VARIANT_NAMES:
+    for name in VARIANT_NAMES + LLM_VARIANT_NAMES:
         ok, why = variant_availability(name)
-        table.add_row("variant", name, _yes(ok), why)
+        what = (
+            "tiny-llama precision (GGUF; HF folder too but q8_0)"
+            if name in LLM_VARIANT_NAMES
+            else ""
+        )
+        table.add_row("variant", name, _yes(ok), why or what)
     for kind, launcher in registry.launchers().items():
         table.add_row("launcher", kind, _yes(True), launcher.description)
     out.print(table)

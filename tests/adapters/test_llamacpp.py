@@ -159,3 +159,29 @@ def test_serves_a_users_own_gguf_without_a_reference(tmp_path: Path, llm) -> Non
         assert "no reference" in result.message
     finally:
         launcher.stop(server)
+
+
+def test_an_already_running_server_through_openai_http(tmp_path: Path, llm, load) -> None:
+    from adapters.openai_http import OpenAIHttpAdapter, OpenAIHttpConfig
+    from harness.launchers.external import ExternalConfig, ExternalLauncher
+
+    variant = build_llm_variant("f32", llm, VariantsSpec())
+    _, launcher, running = launch(tmp_path, variant, slots=2)
+    try:
+        adapter = OpenAIHttpAdapter(OpenAIHttpConfig(kind="openai-http", model="anything"))
+        external = ExternalLauncher(ExternalConfig(kind="external", url=running.base_url))
+        request = LaunchRequest(
+            "ext", adapter, variant, tmp_path / "ext", tmp_path / "ext.log", None, 1, 10
+        )
+        server = external.start(request)
+        client = adapter.openai_client(server)
+        assert client.model == "anything"
+        result = check_generation(client, checks(variant), workload(llm), 16, 0.8)
+        assert result.passed and result.agreement == 1.0, result.message
+        rec = load.run(
+            client.endpoint(workload(llm)[:4]),
+            StepPlan(mode="closed", concurrency=2, duration_s=1.0, timeout_s=30),
+        )
+        assert len(rec) >= 2 and (rec.error == 0).all(), rec.error_samples
+    finally:
+        launcher.stop(running)

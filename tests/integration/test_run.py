@@ -274,6 +274,9 @@ def test_ctrl_c_keeps_finished_steps_and_stops_servers(tmp_path: Path, build_cac
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # a shell's background job (CI scripts) ignores SIGINT, and children inherit that:
+        # give the CLI the default Ctrl-C it gets in a terminal
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         steps = None

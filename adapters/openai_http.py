@@ -1,0 +1,58 @@
+"""Any OpenAI-compatible LLM server already running somewhere, measured as the others are.
+
+Recipe
+- serves: whatever it serves; `variant` names the tiny-llama build whose greedy answers it
+  is checked against (a server of another model fails that check: use `model.path` with
+  the same model, or accept the fidelity flag)
+- starts: never (use `launcher: {kind: external, url: ...}`; only loopback is a load target)
+- ready: `GET <health_path>` answers 200
+- protocol: OpenAI completions / chat completions, streamed, with `model` set to `model`
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from harness.adapter import AdapterConfig, ProcessSpec, Server
+from harness.errors import UnavailableError
+from harness.llm.adapter import LlmAdapter
+from harness.protocols.openai import OpenAIClient
+from harness.variants import BuiltVariant
+
+
+class OpenAIHttpConfig(AdapterConfig):
+    kind: Literal["openai-http"]
+    model: str = Field("tiny-llama", description="the `model` field the server expects")
+    health_path: str = "/health"
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict, description="more request fields this server needs"
+    )
+
+
+class OpenAIHttpAdapter(LlmAdapter[OpenAIHttpConfig]):
+    kind: ClassVar[str] = "openai-http"
+    config_class = OpenAIHttpConfig
+    description = "an already-running OpenAI-compatible LLM endpoint (external launcher only)"
+
+    def process_spec(
+        self, variant: BuiltVariant, workdir: Path, host: str, ports: dict[str, int]
+    ) -> ProcessSpec:
+        raise UnavailableError(
+            "adapter 'openai-http' describes a server that is already running: "
+            "use `launcher: {kind: external, url: ...}`"
+        )
+
+    def health_route(self) -> str:
+        return self.config.health_path
+
+    def extra_body(self) -> dict[str, Any]:
+        return dict(self.config.extra_body)
+
+    def openai_client(
+        self, server: Server, api: Literal["completions", "chat"] = "completions"
+    ) -> OpenAIClient:
+        assert server.base_url is not None
+        return OpenAIClient(server.base_url, self.config.model, api, self.extra_body())
