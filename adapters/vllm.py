@@ -20,17 +20,15 @@ Recipe
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import httpx
 from pydantic import Field, PositiveFloat, PositiveInt
 
 from harness.adapter import AdapterConfig, Availability, ContainerSpec, ProcessSpec, Server
 from harness.environments import PYTHON, Environment
 from harness.errors import UnavailableError
-from harness.llm.adapter import LlmAdapter
+from harness.llm.adapter import LlmAdapter, counter_breakdown, prometheus_counters
 from harness.llm.variants import HF_DTYPES, hf_dir
 from harness.variants import BuiltVariant
 
@@ -144,27 +142,19 @@ class VllmAdapter(LlmAdapter[VllmConfig]):
         )
 
     def server_metrics(self, server: Server) -> dict[str, float]:
-        try:
-            text = httpx.get(f"{server.base_url}/metrics", timeout=2.0).text
-        except httpx.HTTPError:
-            return {}
-        out: dict[str, float] = {}
-        for m in re.finditer(r"^vllm:(\w+)(?:\{[^}]*\})? ([0-9.eE+-]+)$", text, re.M):
-            out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
-        return out
+        return prometheus_counters(f"{server.base_url}/metrics", "vllm")
 
     def breakdown(
         self, before: dict[str, float], after: dict[str, float], requests: int
     ) -> dict[str, Any]:
-        def delta(name: str) -> float:
-            return after.get(name, 0.0) - before.get(name, 0.0)
-
-        if not requests or "generation_tokens_total" not in after:
-            return {}
-        return {
-            "server_output_tokens": delta("generation_tokens_total"),
-            "server_prompt_tokens": delta("prompt_tokens_total"),
-            "server_queue_ms": 1000 * delta("request_queue_time_seconds_sum") / requests,
-            "server_prefill_ms": 1000 * delta("request_prefill_time_seconds_sum") / requests,
-            "server_decode_ms": 1000 * delta("request_decode_time_seconds_sum") / requests,
-        }
+        return counter_breakdown(
+            before,
+            after,
+            requests,
+            ("generation_tokens_total", "prompt_tokens_total"),
+            {
+                "server_queue_ms": "request_queue_time_seconds_sum",
+                "server_prefill_ms": "request_prefill_time_seconds_sum",
+                "server_decode_ms": "request_decode_time_seconds_sum",
+            },
+        )

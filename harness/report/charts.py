@@ -224,33 +224,38 @@ def slo_search(
 
 
 def throughput_vs_concurrency(
-    agg: pd.DataFrame, targets: Sequence[str], marks: Mapping[str, str] | None = None
+    agg: pd.DataFrame,
+    targets: Sequence[str],
+    marks: Mapping[str, str] | None = None,
+    column: str = "throughput_rps",
+    ylabel: str = "throughput (requests/s)",
+    xlabel: str = "concurrency (requests in flight, log scale)",
 ) -> str | None:
-    """Closed-loop steps only: throughput (with its interval) against concurrency."""
+    """Closed-loop steps only: a rate (with its interval where the run has one: `<column>_lo`
+    / `_hi`) against concurrency."""
     closed = agg[agg["mode"] == "closed"]
     fig = Figure(figsize=(9, 4.4), layout="constrained")
     ax = fig.add_subplot()
     drawn = 0
     for name, color in zip(targets, _colors(len(targets)), strict=False):
         rows = closed[closed["target"] == name].sort_values("concurrency", kind="stable")
-        x, y = (rows[c].to_numpy(dtype=float) for c in ("concurrency", "throughput_rps"))
+        x, y = (rows[c].to_numpy(dtype=float) for c in ("concurrency", column))
         ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
         if not ok.any():
             continue
-        low, high = (
-            rows[c].to_numpy(dtype=float)[ok] for c in ("throughput_rps_lo", "throughput_rps_hi")
-        )
-        x, y = x[ok], y[ok]
-        errors = np.nan_to_num(np.vstack([y - low, high - y]).clip(min=0), nan=0.0)
-        ax.errorbar(x, y, yerr=errors, fmt="-o", markersize=4, capsize=3, color=color,
+        errors = None
+        if f"{column}_lo" in rows:
+            low, high = (rows[f"{column}_{end}"].to_numpy(dtype=float)[ok] for end in ("lo", "hi"))
+            errors = np.nan_to_num(np.vstack([y[ok] - low, high - y[ok]]).clip(min=0), nan=0.0)
+        ax.errorbar(x[ok], y[ok], yerr=errors, fmt="-o", markersize=4, capsize=3, color=color,
                     label=_name(name, marks))  # fmt: skip
         drawn += 1
     if not drawn:
         return None
     ax.set_xscale("log", base=2)
     _plain_numbers(ax.xaxis)
-    ax.set_xlabel("concurrency (requests in flight, log scale)")
-    ax.set_ylabel("throughput (requests/s)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_ylim(bottom=0)
     ax.grid(True, which="both", alpha=0.3)
     _legend(ax, drawn)
@@ -416,34 +421,6 @@ def metric_by_step(
     )
     ax.set_xlim(-0.5, len(labels) - 0.5)
     ax.set_ylabel(ylabel)
-    ax.grid(True, which="both", alpha=0.3)
-    _legend(ax, drawn)
-    return to_data_uri(fig)
-
-
-def tokens_vs_concurrency(
-    agg: pd.DataFrame, targets: Sequence[str], marks: Mapping[str, str] | None = None
-) -> str | None:
-    """Closed-loop steps only: output tokens/s (mean over repeats) against concurrency."""
-    closed = agg[agg["mode"] == "closed"]
-    fig = Figure(figsize=(9, 4.4), layout="constrained")
-    ax = fig.add_subplot()
-    drawn = 0
-    for name, color in zip(targets, _colors(len(targets)), strict=False):
-        rows = closed[closed["target"] == name].sort_values("concurrency", kind="stable")
-        x, y = (rows[c].to_numpy(dtype=float) for c in ("concurrency", "output_tokens_per_s"))
-        ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
-        if not ok.any():
-            continue
-        ax.plot(x[ok], y[ok], "-o", markersize=4, color=color, label=_name(name, marks))
-        drawn += 1
-    if not drawn:
-        return None
-    ax.set_xscale("log", base=2)
-    _plain_numbers(ax.xaxis)
-    ax.set_xlabel("concurrency (generations in flight, log scale)")
-    ax.set_ylabel("output tokens/s")
-    ax.set_ylim(bottom=0)
     ax.grid(True, which="both", alpha=0.3)
     _legend(ax, drawn)
     return to_data_uri(fig)

@@ -126,6 +126,13 @@ def llm_section(
                 ("TPOT SLO (ms)", slo_tpot) if slo_tpot is not None else None,
                 marks,
             ),
-            "tokens": charts.tokens_vs_concurrency(agg, targets, marks),
+            "tokens": charts.throughput_vs_concurrency(
+                agg,
+                targets,
+                marks,
+                column="output_tokens_per_s",
+                ylabel="output tokens/s",
+                xlabel="concurrency (generations in flight, log scale)",
+            ),
         },
     }
