@@ -341,21 +341,23 @@ def latency_over_time(
     if not names:
         return None
     rows = 1 + bool(process) + bool(gpu)
-    fig = Figure(figsize=(9, 3.6 + 2.0 * (rows - 1)), layout="constrained")
+    # one legend entry per target (its colour); tall enough for many targets' entries
+    top_height = max(3.6, 0.22 * (len(names) + 1) + 0.8)
+    fig = Figure(figsize=(9, top_height + 2.0 * (rows - 1)), layout="constrained")
     axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
     every = list(dict.fromkeys([*latency, *process, *gpu]))
     colors = dict(zip(every, _colors(len(every)), strict=False))
     top = axes[0]
     for name in names:
         frame = latency[name]
-        for column, style, suffix in (("p99_ms", "-", "p99"), ("p50_ms", "--", "p50")):
-            top.plot(frame["t_s"], frame[column], style, color=colors[name], linewidth=1,
-                     label=f"{_name(name, marks)} {suffix}")  # fmt: skip
+        top.plot(frame["t_s"], frame["p99_ms"], "-", color=colors[name], linewidth=1,
+                 label=_name(name, marks))  # fmt: skip
+        top.plot(frame["t_s"], frame["p50_ms"], "--", color=colors[name], linewidth=1)
     if slo_ms is not None and slo_ms > 0:
         top.axhline(slo_ms, color="black", linewidth=1, linestyle=":", label=f"SLO {slo_ms:g} ms")
     top.set_yscale("log")
     _plain_numbers(top.yaxis)
-    top.set_ylabel("latency per window (ms)")
+    top.set_ylabel("latency per window (ms)\nsolid p99, dashed p50")
     _legend(top, len(names))
     if process:
         ax = axes[1]

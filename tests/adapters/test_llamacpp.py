@@ -127,7 +127,7 @@ def test_streams_under_load_and_counts_tokens_like_the_server(
     assert not np.isnan(summary["ttft_p50_ms"])
 
 
-def test_parallel_slots_and_chat(tmp_path: Path, llm) -> None:
+def test_parallel_slots_and_chat(tmp_path: Path, llm, load: LoadProcess) -> None:
     variant = build_llm_variant("q8_0", llm, VariantsSpec())
     adapter, launcher, server = launch(tmp_path, variant, slots=3, ctx_per_slot=512)
     try:
@@ -138,6 +138,12 @@ def test_parallel_slots_and_chat(tmp_path: Path, llm) -> None:
         gen = chat.generate(workload(llm, api="chat")[0], stream=True)
         assert gen.done and gen.completion_tokens == 32 and gen.prompt_tokens
         assert gen.ttft_ms is not None and gen.ttft_ms <= gen.e2e_ms
+        # the load engine reads chat deltas (choices[].delta.content) as it reads completions
+        plan = StepPlan(mode="closed", concurrency=3, duration_s=1.0, timeout_s=30)
+        rec = load.run(chat.endpoint(workload(llm, api="chat", samples=6)), plan)
+        assert len(rec) >= 3 and (rec.error == 0).all(), rec.error_samples
+        assert rec.stream is not None and (rec.stream.output_tokens == 32).all()
+        assert (rec.stream.events >= 1).all() and (rec.stream.first_ns <= rec.end_ns).all()
     finally:
         launcher.stop(server)
 
