@@ -80,6 +80,8 @@ def ensure_built(log: Path | None = None, jobs: int | None = None) -> Path:
         log.open("ab") as out,
     ):
         work = Path(tmp)
+        # the sdist of this one package: `--no-binary :all:` would also build pip's build
+        # tools (cmake!) from source just to read the sdist's metadata
         _run(
             [
                 sys.executable,
@@ -88,7 +90,7 @@ def ensure_built(log: Path | None = None, jobs: int | None = None) -> Path:
                 "download",
                 "--no-deps",
                 "--no-binary",
-                ":all:",
+                "llama-cpp-python",
                 "--disable-pip-version-check",
                 "-d",
                 str(work),
