@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.llm.metrics import LLM_COLUMNS
+from harness.llm.metrics import LLM_COLUMNS, LLM_SERVER_COLUMNS
 from harness.load.records import ERROR_NAMES, StepRecords
 
 STEP_COLUMNS = [
@@ -82,10 +82,7 @@ STEP_COLUMNS = [
     "server_compute_ms",
     "server_batch_avg",
     # LLM servers: their own token counters and phase times (llama.cpp, vLLM)
-    "server_output_tokens",
-    "server_prompt_tokens",
-    "server_prefill_ms",
-    "server_decode_ms",
+    *LLM_SERVER_COLUMNS,
     # streamed generations (harness/llm/metrics.py; empty for other models)
     *LLM_COLUMNS,
     # telemetry sampled beside the step (harness/telemetry)

@@ -38,6 +38,15 @@ LLM_COLUMNS = (
 )
 
 
+# what LLM servers report of the same step from their own counters (adapter `breakdown`)
+LLM_SERVER_COLUMNS = (
+    "server_output_tokens",
+    "server_prompt_tokens",
+    "server_prefill_ms",
+    "server_decode_ms",
+)
+
+
 def _pct(values: np.ndarray, q: float) -> float:
     if not len(values) or not enough_samples(len(values), q):
         return math.nan

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.llm.metrics import LLM_COLUMNS
+from harness.llm.metrics import LLM_COLUMNS, LLM_SERVER_COLUMNS
 from harness.report.fmt import finite
 from harness.results import STEP_COLUMNS
 
@@ -40,12 +40,6 @@ TRISTATE_COLUMNS = ("stable", "valid")  # True / False / None (not known)
 OPTIONAL_NUMERIC = ("slo_percentile_ms",)
 # LLM steps (harness/llm/metrics.py) add token metrics, and the server's own token counts
 # and phase times where its framework reports them; NaN for every other run.
-LLM_SERVER_COLUMNS = (
-    "server_output_tokens",
-    "server_prompt_tokens",
-    "server_prefill_ms",
-    "server_decode_ms",
-)
 LLM_STEP_COLUMNS = (*LLM_COLUMNS, *LLM_SERVER_COLUMNS)
 NUMERIC_COLUMNS = (
     *(c for c in STEP_COLUMNS if c not in TEXT_COLUMNS + BOOL_COLUMNS + TRISTATE_COLUMNS),
