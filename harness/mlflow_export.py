@@ -37,7 +37,7 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import ServingBenchError, UnavailableError
-from harness.report.data import INTERVAL_COLUMNS
+from harness.report.data import INTERVAL_COLUMNS, LLM_STEP_COLUMNS
 
 ARTIFACTS = (
     "steps.csv",
@@ -72,6 +72,9 @@ STEP_METRICS = (
     "gpu_power_w",
     "gpu_energy_j",
     "energy_per_inference_mj",
+    # streamed generations (NaN, so left out, for every other run)
+    "energy_per_output_token_mj",
+    *LLM_STEP_COLUMNS,
 )
 INTERVALS = INTERVAL_COLUMNS  # the report's: one definition of which columns bound which
 FLAGS = ("valid", "stable")  # logged as the fraction of repeats where true

@@ -125,3 +125,15 @@ def test_verdicts_and_report(llm_run) -> None:
     ).all()
     html = (run_dir / "report.html").read_text()
     assert "llamacpp-q8_0" in html and "TTFT p50" in html and 'id="llm"' in html
+
+
+def test_mlflow_export_carries_the_token_metrics(llm_run) -> None:
+    from harness.mlflow_export import step_figures
+    from harness.report.data import load_run
+
+    _, run_dir = llm_run
+    steps = load_run(run_dir).steps
+    one = steps[(steps["target"] == "llamacpp-q8_0") & (steps["step"] == 1)]
+    figures = step_figures(one)
+    for name in ("ttft_p50_ms", "itl_p50_ms", "output_tokens_per_s", "server_output_tokens"):
+        assert figures[name] > 0, name
