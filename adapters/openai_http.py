@@ -16,10 +16,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from harness.adapter import AdapterConfig, ProcessSpec, Server
+from harness.adapter import AdapterConfig, ProcessSpec
 from harness.errors import UnavailableError
 from harness.llm.adapter import LlmAdapter
-from harness.protocols.openai import OpenAIClient
 from harness.variants import BuiltVariant
 
 
@@ -51,8 +50,5 @@ class OpenAIHttpAdapter(LlmAdapter[OpenAIHttpConfig]):
     def extra_body(self) -> dict[str, Any]:
         return dict(self.config.extra_body)
 
-    def openai_client(
-        self, server: Server, api: Literal["completions", "chat"] = "completions"
-    ) -> OpenAIClient:
-        assert server.base_url is not None
-        return OpenAIClient(server.base_url, self.config.model, api, self.extra_body())
+    def model_name(self) -> str:
+        return self.config.model

@@ -132,6 +132,7 @@ class _Run:
         self.variant_errors: dict[str, str] = {}
         self.bundle: ModelBundle | LlmBundle | None = None
         self.generations: list[GenRequest] = []  # LLM models: the workload's requests
+        self.workload = scenario.workload or WorkloadSpec()  # LLM models: its default
         self.gpu_available = False
         cpus = scenario.resources.server_cpus
         self.threads = len(cpus) if cpus else thread_count()
@@ -178,7 +179,7 @@ class _Run:
         )
 
     def _make_workload(self, bundle: LlmBundle) -> None:
-        spec = self.scenario.workload or WorkloadSpec()
+        spec = self.workload
         context = bundle.config.context_length if bundle.config else 2048
         try:
             self.generations = make_requests(spec, bundle.tokenizer(), self.scenario.seed, context)
@@ -332,7 +333,7 @@ class _Run:
         spec = self.scenario.fidelity
         if isinstance(self.bundle, LlmBundle):
             assert isinstance(adapter, LlmAdapter)
-            api = (self.scenario.workload or WorkloadSpec()).api
+            api = self.workload.api
             result = check_generation(
                 adapter.openai_client(server, api),
                 checks(variant),
@@ -372,7 +373,7 @@ class _Run:
         endpoint: Endpoint
         if isinstance(self.bundle, LlmBundle):
             assert isinstance(adapter, LlmAdapter)
-            api = (self.scenario.workload or WorkloadSpec()).api
+            api = self.workload.api
             endpoint = adapter.openai_client(server, api).endpoint(self.generations)
         else:
             count = min(self.scenario.dataset.samples, len(self.bundle.x_test))

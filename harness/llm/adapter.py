@@ -28,7 +28,11 @@ class LlmAdapter(Adapter[C]):
         self, server: Server, api: Literal["completions", "chat"] = "completions"
     ) -> OpenAIClient:
         assert server.base_url is not None
-        return OpenAIClient(server.base_url, self.served_model_name, api, self.extra_body())
+        return OpenAIClient(server.base_url, self.model_name(), api, self.extra_body())
+
+    def model_name(self) -> str:
+        """What requests put in `"model"` (the name the server answers to)."""
+        return self.served_model_name
 
     def extra_body(self) -> dict[str, Any]:
         """Fields this server needs in every request (beyond the OpenAI ones we send)."""

@@ -34,14 +34,14 @@ def check_generation(
 ) -> FidelityResult:
     compared = agreed = 0
     mismatches: list[str] = []
+    # greedy probes go to completions (token-id prompts) whatever API the workload uses
+    completions = OpenAIClient(client.base_url, client.model, "completions", client.extra_body)
     try:
         for row in check_prompts[:samples]:
             if row["margin"] < MIN_MARGIN or "\ufffd" in row["next_text"] or not row["next_text"]:
                 continue
             probe = GenRequest(tuple(row["prompt_ids"]), "", 1)
-            got = OpenAIClient(
-                client.base_url, client.model, "completions", client.extra_body
-            ).generate(probe, stream=False)
+            got = completions.generate(probe, stream=False)
             compared += 1
             if got.text == row["next_text"]:
                 agreed += 1

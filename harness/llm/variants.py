@@ -11,6 +11,7 @@ server for. A user's own model (`model.path`) is served as given, without a refe
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -148,17 +149,13 @@ def _given_variant(name: str, bundle: LlmBundle) -> BuiltVariant:
 
     path = cached_build("variants/given-llm", recipe_hash(bundle.key, name), write)
     validation = Validation(
-        math_nan(),
-        math_nan(),
-        math_nan(),
-        math_nan(),
+        math.nan,
+        math.nan,
+        math.nan,
+        math.nan,
         "ok",
         "your model, served as given: no reference to validate against",
     )
     artifact = bundle.gguf_file or bundle.hf_dir
     sha = file_sha256(bundle.gguf_file) if bundle.gguf_file else bundle.key
     return BuiltVariant(name, path, name, str(artifact), sha, validation)
-
-
-def math_nan() -> float:
-    return float("nan")

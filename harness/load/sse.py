@@ -31,6 +31,15 @@ from harness.load.records import (
 )
 
 
+def chunk_text(choice: dict[str, Any]) -> str:
+    """The text one streamed choice carries: `text` (completions) or `delta.content` (chat);
+    "" for role-only and finishing chunks, which are not tokens."""
+    text = choice.get("text")
+    if text is None:
+        text = (choice.get("delta") or {}).get("content")
+    return text or ""
+
+
 class _StreamConn(_Conn):
     __slots__ = ("buf", "done_seen", "events", "first", "gaps", "last", "problem", "usage")
 
@@ -85,10 +94,7 @@ class _StreamConn(_Conn):
                     int(usage.get("completion_tokens") or 0),
                 )
             for choice in obj.get("choices") or ():
-                text = choice.get("text")
-                if text is None:
-                    text = (choice.get("delta") or {}).get("content")
-                if text:  # role-only and empty chunks are not tokens
+                if chunk_text(choice):  # role-only and empty chunks are not tokens
                     if self.first == 0:
                         self.first = now
                     else:

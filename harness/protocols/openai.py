@@ -19,6 +19,7 @@ from harness.errors import ProtocolError
 from harness.llm.workload import GenRequest
 from harness.load.endpoints import StreamEndpoint
 from harness.load.http import build_request
+from harness.load.sse import chunk_text
 
 PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 
@@ -144,9 +145,7 @@ class OpenAIClient:
                 gen.prompt_tokens = obj["usage"].get("prompt_tokens")
                 gen.completion_tokens = obj["usage"].get("completion_tokens")
             for choice in obj.get("choices") or ():
-                text = choice.get("text")
-                if text is None:
-                    text = (choice.get("delta") or {}).get("content")
+                text = chunk_text(choice)
                 if text:
                     if gen.ttft_ms is None:
                         gen.ttft_ms = (perf_counter_ns() - start) / 1e6
