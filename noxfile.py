@@ -1,8 +1,9 @@
 """Sessions: benchmark (the main job), benchmark_llm, tests, vllm_tests, docker_tests, lint,
-typecheck, loadgen_bench, perf_analyzer, perf (the harness's own performance suite).
+typecheck, loadgen_bench, gate_bench, perf_analyzer, perf (the harness's own performance suite).
 
 Torch is installed first and pinned: on this kind of machine `pip install torch==2.13.0`
 takes the local CPU build, where an unpinned resolver would fetch a multi-GB CUDA build.
+Sessions use uv where it is installed (torch still through pip), venv and pip otherwise.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import nox
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
-nox.options.default_venv_backend = "venv"
+# uv where it is installed (environments are built many times faster), venv and pip otherwise
+nox.options.default_venv_backend = "uv|venv"
 
 TORCH = os.environ.get("SERVINGBENCH_TORCH", "torch==2.13.0")
 DEFAULT_SCENARIO = "scenarios/digits-cnn.yaml"
@@ -24,7 +26,13 @@ PERF_STORAGE = Path(__file__).resolve().parent / "results" / "perf-benchmarks"  
 
 
 def install(session: nox.Session, *extras: str) -> None:
-    session.install(TORCH)
+    if session.venv_backend == "uv":
+        # torch through pip all the same: pip's configuration is what knows a machine's
+        # local CPU build (uv reads no pip.conf); uv then keeps the installed torch
+        session.install("pip")
+        session.run("python", "-m", "pip", "install", "-q", TORCH)
+    else:
+        session.install(TORCH)
     session.install("-e", f".[{','.join(extras)}]")
 
 
@@ -111,7 +119,7 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     # everything the harness imports, so mypy sees real types (pytest's skip, locust, mlflow)
     install(session, "all", "lint", "test", "loadgen-bench", "mlflow")
-    session.run("mypy", "harness", "adapters")
+    session.run("mypy", "harness", "adapters", "servingbench")
 
 
 @nox.session
@@ -124,10 +132,20 @@ def loadgen_bench(session: nox.Session) -> None:
 
 
 @nox.session
+def gate_bench(session: nox.Session) -> None:
+    """Does `compare` cry wolf? False alarms on identical runs, detection of a 15% slower
+    server, with binomial intervals (benchmarks/gate_bench.py; ~15 min for 20 pairs)."""
+    install(session, "all")
+    session.run("python", "benchmarks/gate_bench.py", *session.posargs)
+
+
+@nox.session(venv_backend="venv")  # `pip download` of the wheel below
 def perf_analyzer(session: nox.Session) -> None:
     """One Triton target measured by NVIDIA's perf_analyzer and by our load engine."""
     # perf_analyzer ships in the tritonclient 2.51.0 wheel (later wheels split it out); it
-    # needs libb64.so.0d from apt and libcudart.so.12 even against a CPU-only server.
+    # needs libb64.so.0d from apt and libcudart.so.12 even against a CPU-only server. PyPI's
+    # `perf-analyzer` (0.1.0, its only release, checked 2026-12-02) is a placeholder: an
+    # empty __init__.py, "Summary: Placeholder", no binary; so the wheel it is.
     if not _has_library("libb64.so.0d") and os.geteuid() == 0 and shutil.which("apt-get"):
         session.run("apt-get", "install", "-y", "-qq", "libb64-0d", external=True)
     install(session, "all")

@@ -112,7 +112,7 @@ def _parameter(key: str, value: Any) -> str:
 
 
 # ONNX Runtime's TensorRT execution provider builds FP16 engines on first load: a TensorRT
-# variant without a hand-built engine (FRAMEWORKS.md).
+# variant without a hand-built engine (Triton's onnxruntime backend documents the option).
 TENSORRT_OPTIMIZATION = """\
 optimization { execution_accelerators { gpu_execution_accelerator: [ {
   name: "tensorrt"

@@ -44,6 +44,7 @@ class FastapiAdapter(Adapter[FastapiConfig]):
     config_class = FastapiConfig
     variants = frozenset({"eager", "torchscript", "onnx", "onnx-int8"})
     description = "FastAPI + uvicorn, plain JSON, optional dynamic batching"
+    stack_packages = ("fastapi", "starlette", "uvicorn", "uvloop", "onnxruntime", "torch")
     requires = ("fastapi", "uvicorn", "uvloop", "httptools")
 
     def process_spec(

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from harness.adapter import Adapter, AdapterConfig, ProcessSpec
+from harness.adapter import Adapter, AdapterConfig, ProcessSpec, Server
 from harness.errors import UnavailableError
 from harness.protocols import PROTOCOLS, ProtocolClient
 from harness.variants import VARIANT_NAMES, BuiltVariant
@@ -40,8 +40,9 @@ class HttpAdapter(Adapter[HttpConfig]):
             "use `launcher: {kind: external, url: ...}`"
         )
 
-    def client(self, base_url: str) -> ProtocolClient:
-        return PROTOCOLS[self.config.protocol](base_url, self.config.path)
+    def client(self, server: Server) -> ProtocolClient:
+        assert server.base_url is not None
+        return PROTOCOLS[self.config.protocol](server.base_url, self.config.path)
 
     def health_route(self) -> str:
         return self.config.health_path

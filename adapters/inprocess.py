@@ -10,13 +10,10 @@ Recipe
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
-
-import numpy as np
+from typing import ClassVar, Literal
 
 from harness.adapter import Adapter, AdapterConfig, ProcessSpec, Server
-from harness.load.endpoints import Endpoint, InProcessEndpoint
-from harness.runtime import load_predictor
+from harness.protocols.inprocess import InProcessClient
 from harness.variants import VARIANT_NAMES, BuiltVariant
 
 
@@ -29,27 +26,22 @@ class InprocessAdapter(Adapter[InprocessConfig]):
     config_class = InprocessConfig
     variants = frozenset(VARIANT_NAMES)
     description = "bare model in the load process (the floor)"
+    stack_packages = ("onnxruntime", "torch")
     ports = ()
     baseline = True
 
     def __init__(self, config: InprocessConfig) -> None:
         super().__init__(config)
-        self._predictors: dict[str, Any] = {}
+        self._clients: dict[str, InProcessClient] = {}
 
     def process_spec(
         self, variant: BuiltVariant, workdir: Path, host: str, ports: dict[str, int]
     ) -> ProcessSpec | None:
         return None
 
-    def endpoint(self, server: Server, variant: BuiltVariant, instances: np.ndarray) -> Endpoint:
-        return InProcessEndpoint(
-            str(variant.path), instances, threads=int(server.info.get("threads", 1))
-        )
-
-    def infer(self, server: Server, variant: BuiltVariant, batch: np.ndarray) -> np.ndarray:
-        key = str(variant.path)
-        if key not in self._predictors:
-            self._predictors[key] = load_predictor(
-                variant.path, threads=int(server.info.get("threads", 1))
-            )
-        return self._predictors[key](batch)
+    def client(self, server: Server) -> InProcessClient:
+        assert server.variant is not None
+        key = str(server.variant.path)  # one predictor per variant, loaded once
+        if key not in self._clients:
+            self._clients[key] = InProcessClient(key, int(server.info.get("threads", 1)))
+        return self._clients[key]

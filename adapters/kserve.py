@@ -16,23 +16,21 @@ Recipe
 - protocol: `kserve-v1` (`/v1/models/<m>:predict`), `v2-json`, `v2-binary` (REST) or
   `v2-grpc`, with the harness's own clients
 - Kubernetes: `servingbench k8s manifest` turns the `k8s:` block into an InferenceService
-  whose custom predictor runs this same server (`kserve_container`); an `external` target
+  whose custom predictor runs this same server (`kserve_predictor`); an `external` target
   with this adapter then measures the deployed service
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import httpx
-import numpy as np
 from pydantic import Field, PositiveInt, model_validator
 
 from harness.adapter import Adapter, AdapterConfig, ContainerSpec, ProcessSpec, Server
-from harness.environments import PROJECT_ROOT, PYTHON, Environment
-from harness.k8s import K8sSpec
-from harness.load.endpoints import Endpoint
+from harness.environments import PROJECT_ROOT, PYTHON
+from harness.k8s_spec import KSERVE_SDK_ENV, K8sSpec, KServePredictor
 from harness.protocols import (
     KServeV1Client,
     ProtocolClient,
@@ -74,14 +72,9 @@ class KserveAdapter(Adapter[KserveConfig]):
     config_class = KserveConfig
     variants = frozenset({"eager", "torchscript", "onnx", "onnx-int8"})
     description = "KServe 0.21 Python ModelServer (v1, v2 REST, v2 gRPC); k8s manifests"
+    stack_packages = ("kserve", "onnxruntime", "torch", "grpcio")
     ports = ("http", "grpc")  # grpc stays unused unless the protocol is v2-grpc
-    environment = Environment(
-        "kserve",
-        requirements=("kserve==0.21.0", "onnxruntime>=1.18",
-                      # what `import harness.runtime` pulls in through harness/__init__
-                      "pydantic>=2.6", "httpx>=0.27", "httptools>=0.6"),
-        preinstall=("torch==2.13.0",),
-    )  # fmt: skip
+    environment = KSERVE_SDK_ENV  # the one `servingbench k8s manifest --check` uses too
     # uvicorn logs the first and exits; gRPC's add_insecure_port raises the second
     fatal_log_patterns = ("error while attempting to bind", "Failed to bind")
 
@@ -117,16 +110,22 @@ class KserveAdapter(Adapter[KserveConfig]):
             env={"PYTHONPATH": "/servingbench"}, gpus=gpus,
         )  # fmt: skip
 
-    def kserve_container(self, model_dir: str, http_port: int, grpc_port: int) -> dict[str, Any]:
-        """The custom predictor container (harness.k8s adds image, env and resources).
-        Knative routes one port per container: h2c for gRPC, else HTTP."""
+    def k8s_settings(self) -> K8sSpec:
+        return self.config.k8s
+
+    def kserve_predictor(
+        self, variant: str, model_dir: str, http_port: int, grpc_port: int
+    ) -> KServePredictor:
+        """A custom predictor running this same server (harness.k8s adds image, env and
+        resources). Knative routes one port per container: h2c for gRPC, else HTTP."""
         port = {"name": "h2c", "containerPort": grpc_port} if self.uses_grpc else {
             "containerPort": http_port}  # fmt: skip
-        return {
+        container = {
             "command": ["python", "-m", SERVER_MODULE],
             "args": self.server_args(model_dir, "0.0.0.0", http_port, grpc_port),
             "ports": [{**port, "protocol": "TCP"}],
         }
+        return KServePredictor("custom", container=container)
 
     def probe(self, server: Server) -> bool:
         url = f"{server.base_url}/v2/models/{self.config.model_name}/ready"
@@ -135,22 +134,14 @@ class KserveAdapter(Adapter[KserveConfig]):
         except httpx.HTTPError:
             return False
 
-    def client(self, base_url: str) -> ProtocolClient:
-        """The configured protocol's client; for v2-grpc `base_url` is the gRPC address."""
-        name = self.config.model_name
-        if self.config.protocol == "kserve-v1":
-            return KServeV1Client(base_url, f"/v1/models/{name}:predict")
-        return V2_CLIENTS[self.config.protocol](base_url, f"/v2/models/{name}/infer")
-
-    def _client(self, server: Server) -> ProtocolClient:
+    def client(self, server: Server) -> ProtocolClient:
+        """The configured protocol's client; v2-grpc goes to the gRPC port (an external
+        target's URL is its gRPC address when no port is named)."""
         assert server.base_url is not None
+        name, base = self.config.model_name, server.base_url
         grpc_port = server.ports.get("grpc")
-        if self.uses_grpc and grpc_port:  # an external target's URL is its gRPC address
-            return self.client(f"grpc://{httpx.URL(server.base_url).host}:{grpc_port}")
-        return self.client(server.base_url)
-
-    def endpoint(self, server: Server, variant: BuiltVariant, instances: np.ndarray) -> Endpoint:
-        return self._client(server).endpoint(instances)
-
-    def infer(self, server: Server, variant: BuiltVariant, batch: np.ndarray) -> np.ndarray:
-        return self._client(server).infer(batch)
+        if self.uses_grpc and grpc_port:
+            base = f"grpc://{httpx.URL(server.base_url).host}:{grpc_port}"
+        if self.config.protocol == "kserve-v1":
+            return KServeV1Client(base, f"/v1/models/{name}:predict")
+        return V2_CLIENTS[self.config.protocol](base, f"/v2/models/{name}/infer")

@@ -10,6 +10,9 @@ Recipe
   `slots` requests decode together, more wait in its queue)
 - ready: `GET /health` answers 200 once the model is loaded (503 while loading)
 - protocol: OpenAI completions / chat completions, streamed; `ignore_eos` honoured
+- prompt cache: per slot and in host RAM, both on by default in llama-server; off here
+  (`"cache_prompt": false` in every request, `--cache-ram 0`) unless the workload sets
+  `prompt_cache: true`; its `prompt_tokens_cached` counter is a step column
 - server view: Prometheus `/metrics` (tokens predicted and prompt tokens processed, with
   their seconds), scraped around each step: server-side decode and prefill time per request
 - container: `ghcr.io/ggml-org/llama.cpp:server` (`:server-cuda` with GPUs), the variant
@@ -24,11 +27,20 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, PositiveInt
 
 from adapters import _llamacpp_build as build
-from harness.adapter import AdapterConfig, Availability, ContainerSpec, ProcessSpec, Server
+from harness.adapter import (
+    THREADS,
+    AdapterConfig,
+    Availability,
+    ContainerSpec,
+    OpenAIAdapter,
+    ProcessSpec,
+    Server,
+    token_breakdown,
+)
 from harness.errors import UnavailableError
-from harness.llm.adapter import LlmAdapter, counter_breakdown, prometheus_counters
 from harness.llm.variants import gguf_file
-from harness.runtime import thread_count
+from harness.prometheus import MetricsPage, Sample
+from harness.stack import binary_version
 from harness.variants import BuiltVariant
 
 IMAGE = "ghcr.io/ggml-org/llama.cpp:{tag}"
@@ -38,7 +50,7 @@ class LlamaCppConfig(AdapterConfig):
     kind: Literal["llamacpp"]
     slots: PositiveInt = Field(4, description="parallel sequences decoded together (-np)")
     ctx_per_slot: PositiveInt = Field(1024, description="KV cache tokens per slot")
-    threads: PositiveInt | None = Field(None, description="-t (default: the server's CPUs)")
+    threads: PositiveInt | None = Field(None, description="-t (default: the server's CPU count)")
     batch_size: PositiveInt | None = Field(None, description="-b logical batch (default 2048)")
     gpu_layers: int = Field(0, ge=0, description="-ngl: layers offloaded to a GPU build")
     # Repacking quantized weights for the CPU's extra kernels (AMX on this CPU) dies with
@@ -49,10 +61,16 @@ class LlamaCppConfig(AdapterConfig):
     )
 
 
-class LlamaCppAdapter(LlmAdapter[LlamaCppConfig]):
+class LlamaCppAdapter(OpenAIAdapter[LlamaCppConfig]):
     kind: ClassVar[str] = "llamacpp"
     config_class = LlamaCppConfig
     description = "llama.cpp llama-server (GGUF, OpenAI API, continuous batching)"
+
+    def own_versions(self, server: Server) -> dict[str, str | None]:
+        # "version: 0.5.0-dev (build 1, commit 0c1e570)": the binary that served
+        argv = [str(build.server_binary()), "--version"]
+        return {"llama-server": binary_version(argv, r"version:\s*([^\n]+)")}
+
     fatal_log_patterns = (
         "failed to load model",
         "error loading model",
@@ -60,6 +78,13 @@ class LlamaCppAdapter(LlmAdapter[LlamaCppConfig]):
         "Address already in use",
         "error: invalid argument",
     )
+    metrics = MetricsPage({
+        "output_tokens": Sample("llamacpp:tokens_predicted_total"),
+        "prompt_tokens": Sample("llamacpp:prompt_tokens_total"),  # processed, cache hits aside
+        "cached_tokens": Sample("llamacpp:prompt_tokens_cached_total"),
+        "decode_s": Sample("llamacpp:tokens_predicted_seconds_total"),
+        "prefill_s": Sample("llamacpp:prompt_seconds_total"),
+    })  # fmt: skip
 
     @classmethod
     def availability(cls) -> Availability:
@@ -86,8 +111,8 @@ class LlamaCppAdapter(LlmAdapter[LlamaCppConfig]):
             str(c.slots),
             "-c",
             str(c.slots * c.ctx_per_slot),
-            "-t",
-            str(c.threads or thread_count()),
+            "-t",  # the server's CPU set, not servingbench's own (a pinned core: -t 1)
+            str(c.threads) if c.threads else THREADS,
             "--metrics",
             "--no-webui",
             "-ngl",
@@ -97,7 +122,13 @@ class LlamaCppAdapter(LlmAdapter[LlamaCppConfig]):
             args += ["-b", str(c.batch_size)]
         if not c.repack:
             args.append("--no-repack")
+        if not self.prompt_cache:  # no host-RAM prompt cache either (8 GiB by default)
+            args += ["--cache-ram", "0"]
         return args + list(c.extra_args)
+
+    def extra_body(self) -> dict[str, Any]:
+        # its per-slot prompt cache is on by default: every request says whether to use it
+        return {"cache_prompt": self.prompt_cache}
 
     def process_spec(
         self, variant: BuiltVariant, workdir: Path, host: str, ports: dict[str, int]
@@ -124,19 +155,8 @@ class LlamaCppAdapter(LlmAdapter[LlamaCppConfig]):
             gpus=gpus,
         )
 
-    def server_metrics(self, server: Server) -> dict[str, float]:
-        return prometheus_counters(f"{server.base_url}/metrics", "llamacpp")
-
     def breakdown(
         self, before: dict[str, float], after: dict[str, float], requests: int
-    ) -> dict[str, Any]:
-        return counter_breakdown(
-            before,
-            after,
-            requests,
-            ("tokens_predicted_total", "prompt_tokens_total"),
-            {
-                "server_decode_ms": "tokens_predicted_seconds_total",
-                "server_prefill_ms": "prompt_seconds_total",
-            },
-        )
+    ) -> dict[str, float]:
+        times = {"server_decode_ms": "decode_s", "server_prefill_ms": "prefill_s"}
+        return token_breakdown(before, after, requests, times)

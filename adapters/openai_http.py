@@ -16,9 +16,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from harness.adapter import AdapterConfig, ProcessSpec
+from harness.adapter import AdapterConfig, OpenAIAdapter, ProcessSpec
 from harness.errors import UnavailableError
-from harness.llm.adapter import LlmAdapter
 from harness.variants import BuiltVariant
 
 
@@ -31,7 +30,7 @@ class OpenAIHttpConfig(AdapterConfig):
     )
 
 
-class OpenAIHttpAdapter(LlmAdapter[OpenAIHttpConfig]):
+class OpenAIHttpAdapter(OpenAIAdapter[OpenAIHttpConfig]):
     kind: ClassVar[str] = "openai-http"
     config_class = OpenAIHttpConfig
     description = "an already-running OpenAI-compatible LLM endpoint (external launcher only)"

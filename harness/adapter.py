@@ -3,14 +3,19 @@
 An adapter *describes* a server; launchers run it. Each adapter module holds a typed
 config (`kind: Literal[...]`, unknown keys rejected) and a short recipe:
 
-- `variants`            which variant names it can serve
+- `workloads`, `variants` which model families (tensor inference, text generation) and
+                          which of their variants it can serve
 - `availability()`      can it run here, and if not, why (missing package, binary, ...)
 - `prepare()`           write the files it needs (app config, model repository, archive)
 - `process_spec()`      argv + env to run it as a local process (None: nothing to launch)
+- `container_spec()`    the same server in a container
 - `probe()`             is it ready (model loaded, not just the port open)
-- `client()`            the protocol client that encodes requests for it
+- `client(server)`      the protocol client for the started server (all its ports)
+- `metrics`, `breakdown()`  what its Prometheus page says about each step, declared as data
+- `kserve_predictor()`  how KServe would serve it on Kubernetes (None: no recipe)
 
-The runner is the only place that joins an adapter with a variant and a launcher.
+The runner is the only place that joins an adapter with a variant and a launcher; the
+engine never asks which framework an adapter is, only what the adapter says.
 """
 
 from __future__ import annotations
@@ -22,17 +27,26 @@ from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 import httpx
-import numpy as np
 
 from harness.config import StrictModel
 from harness.environments import Environment
-from harness.load.endpoints import Endpoint
-from harness.protocols import PlainJsonClient, ProtocolClient
-from harness.variants import BuiltVariant
+from harness.k8s_spec import K8sSpec, KServePredictor
+from harness.prometheus import MetricsPage, page_url, scrape
+from harness.protocols import PlainJsonClient
+from harness.protocols.base import Client
+from harness.protocols.openai import OpenAIClient
+from harness.variants import LLM_VARIANT_NAMES, BuiltVariant
 
 
 class AdapterConfig(StrictModel):
     kind: str
+
+
+# Placeholders an adapter may write in a ProcessSpec or ContainerSpec (argv, command, env
+# values); the launcher fills them in: the server's thread count (from its CPU set, the
+# same for every target) and its CPU set ("0,1", or "all" where none is given).
+THREADS = "{threads}"
+CPUS = "{cpus}"
 
 
 C = TypeVar("C", bound=AdapterConfig)
@@ -67,6 +81,7 @@ class Server:
 
     base_url: str | None  # None: nothing listens, the load engine calls the model itself
     ports: dict[str, int] = field(default_factory=dict)
+    variant: BuiltVariant | None = None  # what it serves
     pid: int | None = None
     log_path: Path | None = None
     startup_s: float | None = None
@@ -82,6 +97,8 @@ class Availability:
 class Adapter(ABC, Generic[C]):
     kind: ClassVar[str]
     config_class: ClassVar[type[AdapterConfig]]
+    # the workload families it serves (harness/workloads: "tensor", "generate")
+    workloads: ClassVar[frozenset[str]] = frozenset({"tensor"})
     variants: ClassVar[frozenset[str]]
     description: ClassVar[str] = ""
     requires: ClassVar[tuple[str, ...]] = ()  # importable modules needed to serve
@@ -92,9 +109,20 @@ class Adapter(ABC, Generic[C]):
     environment: ClassVar[Environment | None] = None
     # log lines that mean the server will never become ready: fail fast, show the line
     fatal_log_patterns: ClassVar[tuple[str, ...]] = ()
+    # its Prometheus page and the samples read there around each step (None: no page)
+    metrics: ClassVar[MetricsPage | None] = None
+    # the distributions whose versions name the served stack (read in its environment)
+    stack_packages: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: C) -> None:
         self.config = config
+        self.workload_settings: dict[str, Any] = {}
+
+    def use(self, settings: dict[str, Any]) -> None:
+        """What the run's workload asks of every server (e.g. `{"prompt_cache": False}`),
+        told before the launch; an adapter applies what its stack can do. Recorded with the
+        target's settings."""
+        self.workload_settings = dict(settings)
 
     @classmethod
     def availability(cls) -> Availability:
@@ -111,6 +139,18 @@ class Adapter(ABC, Generic[C]):
 
     def supports(self, variant: str) -> bool:
         return variant in self.variants
+
+    def stack_versions(self, server: Server) -> dict[str, str]:
+        """What served: its packages' versions (from its own environment where it has one)
+        and the server's or its binary's own word (`own_versions`), where it gave one."""
+        from harness.stack import package_versions
+
+        own = {k: v for k, v in self.own_versions(server).items() if v}
+        return {**package_versions(self.stack_packages, self.environment), **own}
+
+    def own_versions(self, server: Server) -> dict[str, str | None]:
+        """Versions the running server or its binary reports (e.g. `GET /v2`); none here."""
+        return {}
 
     def prepare(self, variant: BuiltVariant, workdir: Path) -> None:
         """Write the files the server needs into `workdir` (default: none)."""
@@ -131,8 +171,10 @@ class Adapter(ABC, Generic[C]):
         return None
 
     def server_metrics(self, server: Server) -> dict[str, float]:
-        """Cumulative server-side counters (read before and after each step); {} if none."""
-        return {}
+        """Cumulative server-side counters (read before and after each step); {} if none.
+        The default scrapes the declared `metrics` page."""
+        url = page_url(server, self.metrics) if self.metrics is not None else None
+        return scrape(url, self.metrics.samples) if url and self.metrics else {}
 
     def breakdown(
         self, before: dict[str, float], after: dict[str, float], requests: int
@@ -156,16 +198,80 @@ class Adapter(ABC, Generic[C]):
         """The path `probe` polls (a class constant unless the config chooses it)."""
         return self.health_path
 
-    def client(self, base_url: str) -> ProtocolClient:
-        return PlainJsonClient(base_url)
-
-    def endpoint(self, server: Server, variant: BuiltVariant, instances: np.ndarray) -> Endpoint:
+    def client(self, server: Server) -> Client:
+        """The protocol client for a started server: its base URL, every named port in
+        `server.ports` (a gRPC port, a metrics port) and the variant it serves."""
         assert server.base_url is not None
-        return self.client(server.base_url).endpoint(instances)
-
-    def infer(self, server: Server, variant: BuiltVariant, batch: np.ndarray) -> np.ndarray:
-        assert server.base_url is not None
-        return self.client(server.base_url).infer(batch)
+        return PlainJsonClient(server.base_url)
 
     def settings(self) -> dict[str, Any]:
-        return self.config.model_dump()
+        return {**self.config.model_dump(), **self.workload_settings}
+
+    def k8s_settings(self) -> K8sSpec:
+        """Its KServe deployment settings (`servingbench k8s manifest`); the defaults unless
+        its config has a `k8s:` block."""
+        return K8sSpec()
+
+    def kserve_predictor(
+        self, variant: str, model_dir: str, http_port: int, grpc_port: int
+    ) -> KServePredictor | None:
+        """How KServe serves this target: a built-in runtime (TorchServe, Triton, vLLM's
+        Hugging Face server) or a custom container. None: no recipe."""
+        return None
+
+
+class OpenAIAdapter(Adapter[C]):
+    """A server of the OpenAI completions/chat API: streamed generations of an LLM variant.
+
+    The client carries the model name the server answers to and any extra request fields it
+    needs; the generate workload (harness/workloads/generate.py) does the rest."""
+
+    workloads: ClassVar[frozenset[str]] = frozenset({"generate"})
+    variants: ClassVar[frozenset[str]] = frozenset(LLM_VARIANT_NAMES)
+    served_model_name: ClassVar[str] = "tiny-llama"
+
+    def client(self, server: Server) -> OpenAIClient:
+        assert server.base_url is not None
+        return OpenAIClient(server.base_url, self.model_name(), extra_body=self.extra_body())
+
+    def model_name(self) -> str:
+        """What requests put in `"model"` (the name the server answers to)."""
+        return self.served_model_name
+
+    def extra_body(self) -> dict[str, Any]:
+        """Fields this server needs in every request (beyond the OpenAI ones we send)."""
+        return {}
+
+    @property
+    def prompt_cache(self) -> bool:
+        """Whether the workload lets the server reuse cached prompt tokens (default: no)."""
+        return bool(self.workload_settings.get("prompt_cache", False))
+
+
+def token_breakdown(
+    before: dict[str, float],
+    after: dict[str, float],
+    requests: int,
+    times_ms: dict[str, str],
+) -> dict[str, float]:
+    """An LLM server's step view from two counter readings: the `output_tokens` and
+    `prompt_tokens` deltas, the prompt tokens its cache served (`cached_tokens`, out of
+    `cache_queries` tokens looked up where the server counts those, else out of cached +
+    prompt), and per-request milliseconds of each timing counter (seconds) named in
+    `times_ms` (step column -> our key)."""
+    if not requests or "output_tokens" not in after:
+        return {}
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    view = {"server_output_tokens": delta("output_tokens"),
+            "server_prompt_tokens": delta("prompt_tokens")}  # fmt: skip
+    if "cached_tokens" in after:
+        cached = delta("cached_tokens")
+        looked = delta("cache_queries") if "cache_queries" in after else cached + delta(
+            "prompt_tokens")  # fmt: skip
+        view["server_cached_prompt_tokens"] = cached
+        if looked > 0:
+            view["server_cache_hit_fraction"] = cached / looked
+    return view | {column: 1000 * delta(name) / requests for column, name in times_ms.items()}

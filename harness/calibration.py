@@ -19,11 +19,11 @@ from typing import Any
 import httpx
 
 from harness.errors import ServingBenchError
-from harness.launchers.process import LOOPBACK, free_port
 from harness.load.backend import LoadBackend
 from harness.load.endpoints import HttpEndpoint
-from harness.load.engine import StepPlan
 from harness.load.http import build_request
+from harness.load.plan import StepPlan
+from harness.net import LOOPBACK, free_port
 from harness.stats import summarize
 
 CLOSED = StepPlan(mode="closed", concurrency=8, duration_s=1.5, warmup_s=0.3)

@@ -135,13 +135,14 @@ def interval(samples: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def stable(
+def settled(
     blocks: Blocks, q: float, windows: int, tolerance: float, check_rate: bool = True
 ) -> bool | None:
-    """Do the last `windows` blocks agree within `tolerance` on throughput and the q-th
-    percentile? None when there are too few blocks to say. In open loop the arrival
-    schedule sets the throughput (a Poisson count varies by itself), so only latency is
-    judged there (`check_rate=False`); the schedule is checked by the achieved rate."""
+    """Have the last `windows` blocks settled: do they agree within `tolerance` on
+    throughput and the q-th percentile? What a step extended until it settles waits for
+    (harness/load/engine.py); whether the step as a whole was stable is `stable`'s call.
+    None when there are too few blocks to say. In open loop the arrival schedule sets the
+    throughput (a Poisson count varies by itself), so only latency is judged there."""
     last = blocks.latencies[-windows:]
     if len(blocks.latencies) < windows:
         return None
@@ -154,6 +155,67 @@ def stable(
     if len(tails) < len(last):  # too few samples per window for this percentile: use p50
         tails = [float(np.percentile(b, 50)) for b in last]
     return bool(min(tails) > 0 and max(tails) / min(tails) - 1 <= tolerance)
+
+
+# A window is out of line only beyond its own sampling noise: an interval (distribution-free,
+# from order statistics) for its percentile, a Poisson one for its count, at a level that
+# keeps the chance of a false alarm over all of a step's windows at 1%.
+FALSE_ALARM = 0.01
+
+
+def _z(windows: int) -> float:
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(1 - FALSE_ALARM / (2 * max(1, windows)))
+
+
+def stable(
+    blocks: Blocks, q: float, windows: int, tolerance: float, check_rate: bool = True
+) -> bool | None:
+    """Was the step steady over its whole measured window?
+
+    Every window, not only the last ones, is compared with the step as a whole: on the q-th
+    percentile (or the highest one every window has enough samples for, never below the
+    median), and in closed loop on its request count. A window differs when it lies beyond
+    `tolerance` of the step's figure *and* beyond its own sampling noise; one such window
+    (a periodic stall, whatever its phase; a trend; a warm-up that never ended) makes the
+    step unstable. None when there are fewer than `windows` windows, or windows too small
+    to judge even a median. In open loop the arrival schedule sets the throughput, so only
+    latency is judged there (`check_rate=False`)."""
+    parts = blocks.latencies
+    if len(parts) < windows:
+        return None
+    counts = np.array([len(b) for b in parts], dtype=float)
+    mean = float(counts.mean())
+    if mean * 0.5 < MIN_TAIL_SAMPLES:  # not even a median per window: cannot say
+        return None
+    if counts.min() == 0:  # a window without a single answer: a stall or an outage
+        return False
+    # the percentile every window can carry (MLPerf's tail rule), at most q
+    q = min(q, 100 * (1 - MIN_TAIL_SAMPLES / counts.min()))
+    if q < 50:
+        q = 50.0
+    reference = float(np.percentile(np.concatenate(parts), q))
+    z = _z(len(parts))
+    for part in parts:
+        low, high = _quantile_interval(part, q, z)
+        if low > reference * (1 + tolerance) or high < reference * (1 - tolerance):
+            return False
+    if check_rate:
+        allowed = np.maximum(tolerance * mean, z * np.sqrt(mean))
+        if (np.abs(counts - mean) > allowed).any():
+            return False
+    return True
+
+
+def _quantile_interval(values: np.ndarray, q: float, z: float) -> tuple[float, float]:
+    """A distribution-free interval for the q-th percentile of `values` (order statistics)."""
+    ordered = np.sort(values)
+    n, p = len(ordered), q / 100
+    half = z * math.sqrt(n * p * (1 - p))
+    low = ordered[max(0, math.floor(n * p - half))]
+    high = ordered[min(n - 1, math.ceil(n * p + half))]
+    return float(low), float(high)
 
 
 def verdict_word(low: float, high: float, higher_is_better: bool, margin: float = 0.0) -> str:

@@ -1,5 +1,8 @@
 """The adapter contract as executable checks, with no test framework attached.
 
+Tensor servers and generative (streaming) servers share the launch, loopback, port and
+teardown checks; each family adds its own answer checks.
+
 Each `check_*` function drives a real adapter through the real `ProcessLauncher` and raises
 `ConformanceError` (an AssertionError, so pytest reports it as a failure) with a message an
 adapter author can act on. `harness.testing` wraps them in a pytest class; anything else
@@ -28,6 +31,7 @@ from harness.errors import LaunchError
 from harness.launchers import process as process_launcher
 from harness.launchers.base import LaunchRequest
 from harness.launchers.process import ProcessConfig, ProcessLauncher
+from harness.protocols.base import GenerationClient, GenRequest, ProtocolClient, TensorClient
 from harness.variants import BuiltVariant
 
 SHM = Path("/dev/shm")
@@ -190,13 +194,23 @@ def check_answers(
     atol: float,
     rtol: float,
 ) -> None:
-    """`infer` on a batch and one at a time reproduces the variant's own outputs."""
+    """The client's `infer` on a batch and one at a time reproduces the variant's outputs."""
     expected = variant.outputs_test()[: len(inputs)]
-    batch = adapter.infer(server, variant, inputs)
+    client = tensor_client(adapter, server)
+    batch = client.infer(inputs)
     _close(batch, expected, atol, rtol, f"a batch of {len(inputs)}")
     for i in range(min(4, len(inputs))):
-        one = adapter.infer(server, variant, inputs[i : i + 1])
+        one = client.infer(inputs[i : i + 1])
         _close(one, expected[i : i + 1], atol, rtol, f"instance {i} alone")
+
+
+def tensor_client(adapter: Adapter[Any], server: Server) -> TensorClient:
+    client = adapter.client(server)
+    _require(
+        isinstance(client, TensorClient),
+        f"client() returned a {type(client).__name__}, not a TensorClient (tensor in, out)",
+    )
+    return client  # type: ignore[return-value]
 
 
 def _close(got: np.ndarray, expected: np.ndarray, atol: float, rtol: float, what: str) -> None:
@@ -214,9 +228,11 @@ def check_load_path(
     adapter: Adapter[Any], server: Server, variant: BuiltVariant, inputs: np.ndarray, atol: float
 ) -> None:
     """The pre-encoded requests the load engine sends succeed and decode to the reference."""
-    from harness.load.engine import StepPlan, run_step
+    from harness.load.engine import run_step
+    from harness.load.plan import StepPlan
 
-    endpoint = adapter.endpoint(server, variant, inputs)
+    client = tensor_client(adapter, server)
+    endpoint = client.endpoint(inputs)
     plan = StepPlan(mode="closed", duration_s=0.3, concurrency=2, timeout_s=10, keep_bodies=True)
     with asyncio.Runner() as runner:
         records = runner.run(run_step(endpoint, plan))
@@ -228,9 +244,8 @@ def check_load_path(
         f"(statuses {sorted(set(records.status.tolist()))}): {records.error_samples[:3]}",
     )
     bodies: dict[int, bytes] = records.extra.get("bodies", {})
-    if server.base_url is None or not bodies:
+    if not isinstance(client, ProtocolClient) or not bodies:
         return  # in-process: nothing on the wire to decode
-    client = adapter.client(server.base_url)
     expected = variant.outputs_test()
     for index, body in list(bodies.items())[:16]:
         got = client.decode(body)
@@ -307,7 +322,7 @@ def check_bad_artifact(
         _require(time.monotonic() - started <= timeout_s + 15, "the LaunchError came late")
         return f"LaunchError: {str(exc).splitlines()[0]}"
     try:  # it started anyway (lazy loading): it must fail on inference, not answer
-        got = adapter.infer(launched.server, broken, inputs[:4])
+        got = tensor_client(adapter, launched.server).infer(inputs[:4])
     except Exception as exc:  # any failure is a clear one; the runner records it
         return f"{type(exc).__name__} on inference: {str(exc).splitlines()[0][:200]}"
     finally:
@@ -360,3 +375,62 @@ def check_container_spec(spec: ContainerSpec) -> None:
         all(isinstance(k, str) and isinstance(v, str) for k, v in spec.env.items()),
         f"env must map str to str: {spec.env!r}",
     )
+
+
+# ---------------------------------------------------------------- generative servers
+
+
+def generation_client(adapter: Adapter[Any], server: Server) -> GenerationClient:
+    client = adapter.client(server)
+    _require(
+        isinstance(client, GenerationClient),
+        f"client() returned a {type(client).__name__}, not a GenerationClient (generations)",
+    )
+    return client  # type: ignore[return-value]
+
+
+def check_generations(
+    adapter: Adapter[Any],
+    server: Server,
+    variant: BuiltVariant,
+    requests: list[GenRequest],
+    min_agreement: float,
+) -> str:
+    """Greedy next tokens agree with the variant's weights and token accounting is exact
+    (the fidelity check every run makes before its load). Returns its note."""
+    from harness.llm.fidelity import check_generation
+    from harness.llm.variants import checks
+
+    result = check_generation(
+        generation_client(adapter, server), checks(variant), requests, 32, min_agreement
+    )
+    _require(result.passed, f"fidelity check failed: {result.message}")
+    _require(result.samples > 0, "no greedy check prompt was compared")
+    return str(result.message)
+
+
+def check_streams_under_load(
+    adapter: Adapter[Any], server: Server, requests: list[GenRequest], concurrency: int = 2
+) -> int:
+    """The load engine's streamed requests all succeed with exactly the tokens asked for,
+    the first token before the end. Returns how many completed."""
+    from harness.load.engine import run_step
+    from harness.load.plan import StepPlan
+
+    endpoint = generation_client(adapter, server).endpoint(requests)
+    plan = StepPlan(mode="closed", duration_s=1.5, concurrency=concurrency, timeout_s=60)
+    with asyncio.Runner() as runner:
+        records = runner.run(run_step(endpoint, plan))
+    _require(len(records) > 0, "the load engine completed no generation in 1.5 s")
+    failed = int((records.error != 0).sum())
+    _require(failed == 0, f"{failed}/{len(records)} streamed requests failed: "
+                          f"{records.error_samples[:3]}")  # fmt: skip
+    stream = records.stream
+    _require(stream is not None, "the records carry no stream columns")
+    assert stream is not None
+    [asked] = {r.max_tokens for r in requests}  # one output length, so each stream is known
+    _require(bool((stream.output_tokens == asked).all()),
+             f"usage says {sorted(set(stream.output_tokens.tolist()))} output tokens, "
+             f"asked for {asked}")  # fmt: skip
+    _require(bool((stream.first_ns <= records.end_ns).all()), "a first token after the end")
+    return len(records)

@@ -12,6 +12,7 @@ so the environment needs only what the server and the runtime import.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -60,6 +61,29 @@ class Environment:
         return (self.path / ".complete").exists()
 
 
+def installer() -> str:
+    """ "uv" where it is on PATH (it resolves and installs many times faster), else "pip";
+    `SERVINGBENCH_INSTALLER=pip` (or uv) chooses."""
+    chosen = os.environ.get("SERVINGBENCH_INSTALLER", "").strip().lower()
+    if chosen in ("pip", "uv"):
+        return chosen
+    return "uv" if shutil.which("uv") else "pip"
+
+
+def _steps(env: Environment, tool: str) -> list[list[str]]:
+    pip = [str(env.python), "-m", "pip", "install", "--disable-pip-version-check"]
+    # the preinstall (torch) always through pip: pip's configuration is what knows a
+    # machine's local CPU build (uv reads no pip.conf and would fetch a CUDA build); uv then
+    # keeps what is installed where it satisfies the requirements
+    steps = [[*pip, *env.pip_args, *env.preinstall]] if env.preinstall else []
+    if env.requirements:
+        uv = [shutil.which("uv") or "uv", "pip", "install", "--python", str(env.python)]
+        steps.append([*(uv if tool == "uv" else pip), *env.pip_args, *env.requirements])
+    if env.uninstall:
+        steps.append([str(env.python), "-m", "pip", "uninstall", "-y", *env.uninstall])
+    return steps
+
+
 def ensure(env: Environment, log_path: Path | None = None) -> Path:
     """Create the environment if needed; return its Python. UnavailableError on failure."""
     if env.ready:
@@ -67,26 +91,19 @@ def ensure(env: Environment, log_path: Path | None = None) -> Path:
     env.path.parent.mkdir(parents=True, exist_ok=True)
     log_path = log_path or env.path.with_suffix(".log")
     venv.EnvBuilder(with_pip=True, clear=True).create(env.path)
-    pip = [str(env.python), "-m", "pip"]
-    steps = [
-        [*pip, "install", "--disable-pip-version-check", *env.pip_args, *packages]
-        for packages in (list(env.preinstall), list(env.requirements))
-        if packages
-    ]
-    if env.uninstall:
-        steps.append([*pip, "uninstall", "-y", *env.uninstall])
+    tool = installer()
     with log_path.open("ab") as log:
-        for cmd in steps:
+        for cmd in _steps(env, tool):
             log.write(f"$ {' '.join(cmd)}\n".encode())
             log.flush()
             done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=1800,
                                   check=False)  # fmt: skip
             if done.returncode != 0:
                 raise UnavailableError(
-                    f"creating the {env.name} environment failed (pip exit {done.returncode}); "
-                    f"see {log_path}"
+                    f"creating the {env.name} environment failed ({Path(cmd[0]).name} exit "
+                    f"{done.returncode}); see {log_path}"
                 )
-    (env.path / ".complete").write_text("ok\n")
+    (env.path / ".complete").write_text(f"ok ({tool})\n")
     return env.python
 
 

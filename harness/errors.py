@@ -17,10 +17,12 @@ class ServingBenchError(Exception):
 class ConfigError(ServingBenchError):
     """An input file is wrong. Names the file, the field and what was expected."""
 
-    def __init__(self, source: str, problems: Sequence[tuple[str, str]]) -> None:
+    def __init__(
+        self, source: str, problems: Sequence[tuple[str, str]], what: str = "invalid scenario"
+    ) -> None:
         self.source = source
         self.problems = list(problems)
-        lines = [f"{source}: invalid scenario ({len(self.problems)} problem(s))"]
+        lines = [f"{source}: {what} ({len(self.problems)} problem(s))"]
         lines += [f"  - {field}: {message}" for field, message in self.problems]
         super().__init__("\n".join(lines))
 
@@ -48,3 +50,7 @@ class ProtocolError(ServingBenchError):
 
 class FidelityError(ServingBenchError):
     """A target's answers differ from the reference beyond tolerance."""
+
+
+class RunFolderError(ServingBenchError, ValueError):
+    """A folder is not a readable run folder (no run.json, or a file that is not JSON)."""

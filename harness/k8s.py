@@ -1,20 +1,15 @@
 """KServe InferenceService manifests for a scenario's targets (`servingbench k8s manifest`).
 
 No cluster is contacted: this writes YAML for `kubectl apply -f`. Which predictor a target
-gets follows its adapter kind (`k8s.runtime` overrides it):
-
-    kserve      custom    `containers: [kserve-container]`: our KServe server in `k8s.image`,
-                          the variant folder (variant.json + artifact) at `k8s.storage_uri`
-    torchserve  pytorch   `model.modelFormat: pytorch`: `config/config.properties` and
-                          `model-store/model.mar` at `k8s.storage_uri`
-    triton      triton    `model.modelFormat: triton`: a model repository at `k8s.storage_uri`
-                          whose backends the runtime image has (onnxruntime, not python)
-    vllm        huggingface  `model.modelFormat: huggingface` with `--backend=vllm`
+gets is the adapter's to say (`Adapter.kserve_predictor`, `k8s.runtime` overrides the
+runtime): a custom predictor runs the adapter's own server container, and KServe's built-in
+runtimes (pytorch for TorchServe, triton, huggingface with vLLM) load `k8s.storage_uri`
+themselves. An adapter without a recipe cannot be deployed this way, and the error says so.
 
 Every predictor gets the same resources (requests = limits, as the local benchmark pins
 its CPUs), replicas, autoscaling target and optional batcher sidecar. The settings come
-from an adapter config's `k8s:` block (the kserve adapter has one), then `--set key=value`.
-Once deployed, an `external` target can point at the service's URL.
+from the adapter (`Adapter.k8s_settings`: the kserve adapter's `k8s:` block), then
+`--set key=value`. Once deployed, an `external` target can point at the service's URL.
 
 `python -m harness.k8s --check < manifest.yaml`, run with the kserve environment's Python,
 rebuilds the manifest with the KServe SDK's model classes (`V1beta1InferenceService`, ...),
@@ -28,91 +23,25 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import (
-    BeforeValidator,
-    Field,
-    NonNegativeInt,
-    PositiveInt,
-    ValidationError,
-    model_validator,
+from pydantic import ValidationError
+
+from harness.config import apply_sets
+from harness.errors import ConfigError, ServingBenchError
+from harness.k8s_spec import (
+    GRPC_PORT,
+    HTTP_PORT,
+    KSERVE_SDK_ENV,
+    MODEL_DIR,
+    K8sSpec,
+    KServePredictor,
 )
 
-from harness.config import StrictModel
-from harness.errors import ConfigError, ServingBenchError, UnavailableError
-from harness.llm.variants import HF_DTYPES
-from harness.variants import LLM_VARIANT_NAMES
-
 API_VERSION = "serving.kserve.io/v1beta1"
-Runtime = Literal["custom", "pytorch", "triton", "huggingface"]
-RUNTIME_OF_KIND: dict[str, Runtime] = {
-    "kserve": "custom", "torchserve": "pytorch", "triton": "triton", "vllm": "huggingface",
-}  # fmt: skip
-# an adapter config's `protocol` value -> KServe's protocolVersion for built-in runtimes
-PROTOCOL_VERSIONS = {"kserve-v1": "v1", "v2-json": "v2", "v2-binary": "v2", "v2-grpc": "grpc-v2",
-                     "http-json": "v2", "http-binary": "v2", "grpc": "grpc-v2"}  # fmt: skip
-HTTP_PORT, GRPC_PORT = 8080, 8081  # what KServe's own runtimes listen on in a pod
-MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts `storageUri`
-
-
-def _quantity(value: Any) -> Any:
-    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
-
-
-Quantity = Annotated[str, BeforeValidator(_quantity)]
-
-
-class K8sResources(StrictModel):
-    cpu: Quantity | None = Field(
-        None,
-        pattern=r"^[0-9]+(\.[0-9]+)?m?$",
-        description="CPU (e.g. 2, 500m); default: the scenario's server CPU count, else 1",
-    )
-    memory: Quantity = Field("1Gi", pattern=r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?|[kmu])?$")
-    gpus: NonNegativeInt = Field(0, description="nvidia.com/gpu")
-
-
-class BatcherSpec(StrictModel):
-    """KServe's batcher sidecar (it batches v1 `instances` requests)."""
-
-    max_batch_size: PositiveInt = 32
-    max_latency_ms: PositiveInt = Field(500, description="longest wait to fill a batch")
-    timeout_s: PositiveInt | None = None
-
-
-class K8sSpec(StrictModel):
-    """How a target runs as a KServe InferenceService."""
-
-    runtime: Runtime | None = Field(None, description="default: from the adapter kind")
-    name: str | None = Field(
-        None, pattern=r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$", description="default: target name"
-    )
-    namespace: str | None = None
-    image: str | None = Field(None, description="custom runtime: image with servingbench+kserve")
-    storage_uri: str | None = Field(
-        None, description="where the model files are (s3://, gs://, pvc://)"
-    )
-    runtime_version: str | None = None
-    min_replicas: NonNegativeInt = 1
-    max_replicas: PositiveInt = 1
-    scale_metric: Literal["concurrency", "rps", "cpu", "memory"] | None = None
-    scale_target: PositiveInt | None = None
-    container_concurrency: NonNegativeInt | None = Field(None, description="0: unlimited")
-    batcher: BatcherSpec | None = None
-    resources: K8sResources = K8sResources()
-    deployment_mode: Literal["Serverless", "RawDeployment"] | None = None
-    args: list[str] = Field(default_factory=list, description="extra server arguments")
-
-    @model_validator(mode="after")
-    def _replicas(self) -> K8sSpec:
-        if self.max_replicas < self.min_replicas:
-            raise ValueError(
-                f"max_replicas ({self.max_replicas}) is below min_replicas ({self.min_replicas})"
-            )
-        return self
 
 
 def dns_name(text: str) -> str:
@@ -125,15 +54,14 @@ def dns_name(text: str) -> str:
 def build_inference_service(
     name: str,
     spec: K8sSpec,
-    runtime: Runtime,
+    predictor_of: KServePredictor,
     *,
     cpus: int | None = None,
-    protocol_version: str | None = None,
-    container: dict[str, Any] | None = None,
     annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The InferenceService as a plain dict. `container` (command, args, ports) is the
-    custom runtime's server; `cpus` the default CPU count; nothing here reads files."""
+    """The InferenceService as a plain dict, from the settings and what the adapter
+    declared; `cpus` is the default CPU count. Nothing here reads files."""
+    runtime, container = predictor_of.runtime, predictor_of.container
     if spec.storage_uri is None:
         raise ValueError(
             f"k8s.storage_uri is not set: where the model files for the {runtime} runtime are "
@@ -172,18 +100,13 @@ def build_inference_service(
                                     "resources": resources}]  # fmt: skip
     else:
         model: dict[str, Any] = {"modelFormat": {"name": runtime}, "storageUri": spec.storage_uri}
-        if protocol_version and runtime != "huggingface":
-            model["protocolVersion"] = protocol_version
+        if predictor_of.protocol_version:
+            model["protocolVersion"] = predictor_of.protocol_version
         if spec.runtime_version:
             model["runtimeVersion"] = spec.runtime_version
-        args = []
-        if runtime == "huggingface":  # the name our OpenAI client sends, the variant's dtype
-            variant = str((annotations or {}).get("servingbench.io/variant"))
-            served = "tiny-llama" if variant in LLM_VARIANT_NAMES else "model"
-            args = [f"--model_name={served}", "--backend=vllm"]
-            args += [f"--dtype={HF_DTYPES[variant]}"] if variant in HF_DTYPES else []
-        if args + spec.args:
-            model["args"] = args + spec.args
+        args = [*predictor_of.args, *spec.args]
+        if args:
+            model["args"] = args
         model.update(env=env, resources=resources)
         predictor["model"] = model
     metadata: dict[str, Any] = {"name": spec.name or dns_name(name)}
@@ -198,22 +121,10 @@ def build_inference_service(
             "spec": {"predictor": predictor}}  # fmt: skip
 
 
-def settings(target: Any, sets: Iterable[str] = ()) -> K8sSpec:
-    """The target's `k8s` settings (from its adapter config, if it has that block) with
-    `key=value` overrides (dotted keys for nested fields, values read as YAML)."""
-    base = getattr(target.adapter, "k8s", None)
-    data: dict[str, Any] = base.model_dump(exclude_unset=True) if base is not None else {}
-    for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError("--set", [(item, "expected KEY=VALUE, e.g. storage_uri=gs://b/m")])
-        node = data
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError("--set", [(key, f"{part} is not a mapping")])
-        node[leaf] = yaml.safe_load(value) if value else None
+def settings(target: Any, base: K8sSpec, sets: Iterable[str] = ()) -> K8sSpec:
+    """The adapter's k8s settings for the target with `key=value` overrides (dotted keys
+    for nested fields, values read as YAML)."""
+    data = apply_sets(base.model_dump(exclude_unset=True), sets)
     try:
         return K8sSpec.model_validate(data)
     except ValidationError as exc:
@@ -228,34 +139,31 @@ def manifest_for(scenario_path: Path, target_name: str, sets: Iterable[str] = ()
 
     scenario = load_scenario(scenario_path)
     [target] = target_by_name(scenario, [target_name])
-    spec = settings(target, sets)
-    kind = target.adapter.kind
-    runtime = spec.runtime or RUNTIME_OF_KIND.get(kind)
-    if runtime is None:
-        known = ", ".join(f"{k} -> {r}" for k, r in RUNTIME_OF_KIND.items())
+    adapter = registry.adapters()[target.adapter.kind](target.adapter)
+    spec = settings(target, adapter.k8s_settings(), sets)
+    declared = adapter.kserve_predictor(target.variant, MODEL_DIR, HTTP_PORT, GRPC_PORT)
+    if declared is None and spec.runtime is None:
         raise ConfigError(
             f"target {target.name}",
-            [("k8s.runtime", f"no KServe runtime for {kind} targets ({known}); set one")],
-        )
-    container = None
-    if runtime == "custom":
-        adapter = registry.adapters()[kind](target.adapter)
-        describe = getattr(adapter, "kserve_container", None)
-        if describe is None:
+            [("k8s.runtime", f"no KServe runtime for {adapter.kind} targets: the adapter has "
+                             "no KServe recipe; set k8s.runtime to a built-in runtime")],
+        )  # fmt: skip
+    predictor_of = declared or KServePredictor(spec.runtime)  # type: ignore[arg-type]
+    if spec.runtime is not None and spec.runtime != predictor_of.runtime:
+        if spec.runtime == "custom":
             raise ConfigError(
                 f"target {target.name}",
-                [("k8s.runtime", f"{kind} has no KServe container recipe: use a kserve target")],
-            )
-        container = describe(MODEL_DIR, HTTP_PORT, GRPC_PORT)
+                [("k8s.runtime", f"{adapter.kind} has no KServe container recipe: use a "
+                                 "kserve target")],
+            )  # fmt: skip
+        predictor_of = replace(predictor_of, runtime=spec.runtime, container=None)
     cpus = scenario.resources.server_cpus
     notes = {"servingbench.io/scenario": scenario.name, "servingbench.io/target": target.name,
              "servingbench.io/variant": target.variant}  # fmt: skip
-    protocol = PROTOCOL_VERSIONS.get(str(getattr(target.adapter, "protocol", "")))
     try:
         manifest = build_inference_service(
-            target.name, spec, runtime, cpus=len(cpus) if cpus else None,
-            protocol_version=protocol, container=container, annotations=notes,
-        )  # fmt: skip
+            target.name, spec, predictor_of, cpus=len(cpus) if cpus else None, annotations=notes
+        )
     except ValueError as exc:
         raise ConfigError(f"target {target.name}", [("k8s", str(exc))]) from None
     return to_yaml(manifest)
@@ -282,14 +190,12 @@ def check_with_sdk(text: str, python: Path, env: dict[str, str]) -> None:
 
 
 def check_in_kserve_env(text: str) -> None:
-    """`check_with_sdk` with the kserve adapter's environment (created on first use)."""
-    from harness import environments, registry
+    """`check_with_sdk` in the environment that has the KServe SDK (created on first use;
+    the KServe model server's adapter runs in the same one)."""
+    from harness import environments
 
-    env = getattr(registry.adapters().get("kserve"), "environment", None)
-    if env is None:
-        raise UnavailableError("checking a manifest needs the kserve adapter's environment")
-    python = environments.ensure(env)
-    check_with_sdk(text, python, {**os.environ, **environments.server_env(env)})
+    python = environments.ensure(KSERVE_SDK_ENV)
+    check_with_sdk(text, python, {**os.environ, **environments.server_env(KSERVE_SDK_ENV)})
 
 
 def sdk_problems(doc: Any) -> list[str]:

@@ -12,8 +12,8 @@ logged later. In the experiment named after the scenario, the MLflow run gets:
   per-repeat values (several), as in the report. From summary.json, per target:
   `<target>/summary/<figure>` (throughput under the SLO, $ per million, peak RSS, startup);
 - tags: the servingbench run id, status, git revision, and each target's step labels;
-- artifacts: report.html, steps.csv, verdicts.csv, summary.json, run.json, targets.json,
-  variants.json (those present).
+- artifacts: report.html and the run folder's tables and JSON files (steps, verdicts,
+  summary, run, targets, variants: those present).
 
 MLflow is an optional extra (`servingbench[mlflow]`: the skinny client, which leaves the
 harness's numpy/pandas/pyarrow alone). MLflow 3 refuses its filesystem store unless
@@ -36,47 +36,13 @@ from typing import Any
 
 import pandas as pd
 
+from harness import columns
 from harness.errors import ServingBenchError, UnavailableError
-from harness.report.data import INTERVAL_COLUMNS, LLM_STEP_COLUMNS
+from harness.results import RunData, load_run
 
-ARTIFACTS = (
-    "steps.csv",
-    "verdicts.csv",
-    "summary.json",
-    "run.json",
-    "targets.json",
-    "variants.json",
-)
-STEP_METRICS = (
-    "throughput_rps",
-    "p50_ms",
-    "p90_ms",
-    "p99_ms",
-    "max_ms",
-    "mean_ms",
-    "requests",
-    "errors",
-    "error_rate",
-    "goodput_rps",
-    "slo_percentile_ms",
-    "cv",
-    "client_cpu_pct",
-    "achieved_rate_ratio",
-    "server_queue_ms",
-    "server_compute_ms",
-    "server_batch_avg",
-    "server_cpu_pct",
-    "server_rss_mb",
-    "gpu_util_pct",
-    "gpu_mem_mb",
-    "gpu_power_w",
-    "gpu_energy_j",
-    "energy_per_inference_mj",
-    # streamed generations (NaN, so left out, for every other run)
-    "energy_per_output_token_mj",
-    *LLM_STEP_COLUMNS,
-)
-INTERVALS = INTERVAL_COLUMNS  # the report's: one definition of which columns bound which
+# the catalogue's exported columns (NaN ones, e.g. token figures of a tensor run, are left out)
+STEP_METRICS = columns.mlflow_columns()
+INTERVALS = columns.interval_columns()
 FLAGS = ("valid", "stable")  # logged as the fraction of repeats where true
 SUMMARY_FIGURES = (
     "throughput_under_slo_rps",
@@ -141,12 +107,11 @@ def export_run(run_dir: Path, tracking_uri: str, report: Path | None = None) -> 
             client.log_batch(run_id, tags=chunk)
         for chunk in _chunks(metrics, 1000):
             client.log_batch(run_id, metrics=chunk)
-        report = Path(report) if report is not None else run_dir / "report.html"
+        report = Path(report) if report is not None else content["report"]
         if report.is_file():
             _log_as(client, run_id, report, "report.html")
-        for name in ARTIFACTS:
-            if (run_dir / name).is_file():
-                client.log_artifact(run_id, str(run_dir / name))
+        for path in content["artifacts"]:
+            client.log_artifact(run_id, str(path))
         client.set_terminated(run_id, "FINISHED")
     except MlflowException as exc:
         raise ExportError(f"MLflow ({uri}): {exc.message}") from exc
@@ -180,8 +145,6 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 def collect(run_dir: Path) -> dict[str, Any]:
     """Everything that is logged, as plain data: experiment, run name, params, tags and
     (key, value, step) metrics. No MLflow needed."""
-    from harness.report.data import load_run
-
     data = load_run(run_dir)
     scenario = data.scenario
     name = str(data.run.get("scenario_name") or scenario.get("name") or run_dir.name)
@@ -192,14 +155,13 @@ def collect(run_dir: Path) -> dict[str, Any]:
         "run_name": run_id,
         "params": _params(data, name, run_id, keys),
         "tags": _tags(data, run_id, keys),
-        "metrics": [
-            *_step_metrics(data.steps, keys),
-            *_summary_metrics(run_dir / "summary.json", keys),
-        ],
+        "metrics": [*_step_metrics(data.steps, keys), *_summary_metrics(data, keys)],
+        "artifacts": data.artifacts(),
+        "report": data.report_path,
     }
 
 
-def _params(data: Any, name: str, run_id: str, keys: Mapping[str, str]) -> dict[str, str]:
+def _params(data: RunData, name: str, run_id: str, keys: Mapping[str, str]) -> dict[str, str]:
     scenario = data.scenario
     params: dict[str, Any] = {
         "scenario": name,
@@ -238,7 +200,7 @@ def flatten(value: Any, prefix: str) -> dict[str, Any]:
     return flat
 
 
-def _tags(data: Any, run_id: str, keys: Mapping[str, str]) -> dict[str, str]:
+def _tags(data: RunData, run_id: str, keys: Mapping[str, str]) -> dict[str, str]:
     git = (data.run.get("provenance") or {}).get("git") or {}
     tags: dict[str, Any] = {
         "servingbench.run_id": run_id,
@@ -281,10 +243,8 @@ def step_figures(group: pd.DataFrame) -> dict[str, float]:
     return {name: float(value) for name, value in figures.items() if _finite(value)}
 
 
-def _summary_metrics(path: Path, keys: Mapping[str, str]) -> list[tuple[str, float, int]]:
-    if not path.is_file():
-        return []
-    targets = json.loads(path.read_text(encoding="utf-8")).get("targets") or {}
+def _summary_metrics(data: RunData, keys: Mapping[str, str]) -> list[tuple[str, float, int]]:
+    targets = (data.summary() or {}).get("targets") or {}
     return [
         (_key(f"{keys.get(name, _key(name))}/summary/{figure}"), float(info[figure]), 0)
         for name, info in targets.items()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.load.engine import StepPlan
+from harness.load.plan import StepPlan
 from harness.stats import StepSummary
 
 
@@ -19,12 +19,9 @@ class Observer:
     def on_step_start(self, target: str, plan: StepPlan) -> None: ...
 
     def on_step_end(
-        self,
-        target: str,
-        plan: StepPlan,
-        summary: StepSummary,
-        tokens: dict[str, float] | None = None,
-    ) -> None: ...
+        self, target: str, plan: StepPlan, summary: StepSummary, row: dict[str, Any]
+    ) -> None:
+        """A step is on disk: its summary, and its whole steps.csv row."""
 
     def on_target_end(self, target: str, status: str, error: str | None) -> None: ...
 
@@ -40,11 +37,7 @@ class RecordingObserver(Observer):
         self.events.append(("target_start", target))
 
     def on_step_end(
-        self,
-        target: str,
-        plan: StepPlan,
-        summary: StepSummary,
-        tokens: dict[str, float] | None = None,
+        self, target: str, plan: StepPlan, summary: StepSummary, row: dict[str, Any]
     ) -> None:
         self.events.append(("step_end", (target, plan.label, summary)))
 

@@ -6,11 +6,13 @@ next level; the fixed profiles here ignore it. Pure: testable without a network.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Generator
 from typing import Any
 
 from harness.confidence import MIN_TAIL_SAMPLES
-from harness.load.engine import StepPlan
+from harness.load.plan import StepPlan
 from harness.scenario import (
     ClosedLevel,
     ClosedProfile,
@@ -19,12 +21,12 @@ from harness.scenario import (
     OpenProfile,
     SloSearchProfile,
     SloSpec,
+    VerdictSpec,
 )
 from harness.stats import StepSummary
 
 # Yields plans, receives each step's summary, returns what it found (SLO search) or None.
 PlanGenerator = Generator[StepPlan, StepSummary | None, dict[str, Any] | None]
-MAX_ERROR_RATE = 0.01  # an SLO level with more failed requests than this does not pass
 
 
 def levels(profile: Any) -> list[ClosedLevel | OpenLevel]:
@@ -38,16 +40,39 @@ def levels(profile: Any) -> list[ClosedLevel | OpenLevel]:
     return list(profile.steps)
 
 
+def percentiles_of(
+    level: ClosedLevel | OpenLevel, slo: SloSpec | None, verdicts: VerdictSpec | None
+) -> list[float]:
+    """The latency percentiles a step is compared on: its own list, or the scenario's
+    verdict percentiles and SLO percentile."""
+    if level.percentiles is not None:
+        return sorted(set(level.percentiles))
+    found = set((verdicts or VerdictSpec()).percentiles)
+    if slo is not None:
+        found.add(slo.percentile)
+    return sorted(found)
+
+
+def samples_for(percentiles: list[float]) -> int:
+    """Successful requests a step needs so each percentile has MIN_TAIL_SAMPLES beyond it
+    (p99: 1,000; p50: 20): the rule `confidence.enough_samples` applies afterwards."""
+    return max((math.ceil(MIN_TAIL_SAMPLES / (1 - q / 100) - 1e-9) for q in percentiles), default=0)
+
+
 def plan_for(
     level: ClosedLevel | OpenLevel,
     load: LoadSpec,
     seed: int,
     duration_s: float | None = None,
     warmup_s: float | None = None,
+    slo: SloSpec | None = None,
+    verdicts: VerdictSpec | None = None,
 ) -> StepPlan:
     stability = load.stability
     common: dict[str, Any] = {
-        "max_duration_s": stability.max_duration_s,
+        "max_duration_s": load.longest_s,
+        "settle": load.settle,
+        "min_samples": samples_for(percentiles_of(level, slo, verdicts)),
         "stability": (
             stability.window_s,
             stability.windows,
@@ -71,21 +96,24 @@ def expected_steps(profile: Any) -> int:
     return profile.max_steps if isinstance(profile, SloSearchProfile) else len(levels(profile))
 
 
-def plans(load: LoadSpec, seed: int, slo: SloSpec | None = None) -> PlanGenerator:
+def plans(
+    load: LoadSpec, seed: int, slo: SloSpec | None = None, verdicts: VerdictSpec | None = None
+) -> PlanGenerator:
     """The steps of the scenario's profile, in order."""
     if isinstance(load.profile, SloSearchProfile):
-        return (yield from slo_search(load.profile, load, seed, slo or SloSpec()))
+        return (yield from slo_search(load.profile, load, seed, slo or SloSpec(), verdicts))
     for index, level in enumerate(levels(load.profile)):
-        yield plan_for(level, load, seed + index)
+        yield plan_for(level, load, seed + index, slo=slo, verdicts=verdicts)
     return None
 
 
 def meets_slo(summary: StepSummary, slo: SloSpec) -> bool:
-    """The step's SLO percentile is under the SLO, few errors, and the numbers are valid."""
+    """The step's SLO percentile is under the SLO, and it may be ranked at all: valid, and no
+    more failed requests than `slo.max_error_rate` (the step's own judgement)."""
     value = summary.slo_percentile_ms
     return (
-        summary.valid
-        and summary.error_rate <= MAX_ERROR_RATE
+        summary.eligible
+        and summary.error_rate <= slo.max_error_rate
         and value == value  # not NaN: enough samples for the percentile
         and value <= slo.latency_ms
     )
@@ -97,7 +125,13 @@ def _long_enough(duration_s: float, rate: float, percentile: float) -> float:
     return min(max(duration_s, needed), 10 * duration_s)
 
 
-def slo_search(profile: SloSearchProfile, load: LoadSpec, seed: int, slo: SloSpec) -> PlanGenerator:
+def slo_search(
+    profile: SloSearchProfile,
+    load: LoadSpec,
+    seed: int,
+    slo: SloSpec,
+    verdicts: VerdictSpec | None = None,
+) -> PlanGenerator:
     """Bracket (multiply by `growth`) then bisect (geometric mean) the open-loop rate."""
     passing: float | None = None  # highest rate that met the SLO
     failing: float | None = None  # lowest rate that did not
@@ -106,7 +140,7 @@ def slo_search(profile: SloSearchProfile, load: LoadSpec, seed: int, slo: SloSpe
     for steps in range(1, profile.max_steps + 1):
         level = OpenLevel(mode="open", rate=round(rate, 3), arrival=profile.arrival)
         summary = yield plan_for(level, load, seed + steps, duration_s=_long_enough(
-            load.duration_s, level.rate, slo.percentile))  # fmt: skip
+            load.duration_s, level.rate, slo.percentile), slo=slo, verdicts=verdicts)  # fmt: skip
         if summary is not None and meets_slo(summary, slo):
             passing = max(passing or 0.0, level.rate)
         else:
@@ -137,6 +171,7 @@ def warmup_plan(load: LoadSpec, seed: int) -> StepPlan | None:
     """A target's warm-up: its first level, run for `target_warmup_s`, never recorded."""
     if load.target_warmup_s <= 0:
         return None
-    return plan_for(
+    plan = plan_for(
         levels(load.profile)[0], load, seed, duration_s=load.target_warmup_s, warmup_s=0.0
-    )
+    )  # never extended: nothing of it is measured
+    return dataclasses.replace(plan, max_duration_s=None, min_samples=0, settle=False)

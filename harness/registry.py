@@ -1,5 +1,8 @@
 """One registry per pluggable part, built once: in-tree modules plus entry points.
 
+Workload families (harness/workloads: one module each) are found the same way as in-tree
+adapters: every module of the package that defines a `Workload` subclass with a `name`.
+
 Adapters come from the `adapters/` package (every module that defines an `Adapter`
 subclass with a `kind`) and from the `servingbench.adapters` entry-point group, so a
 third-party package adds a framework without touching the harness. Each kind is registered
@@ -19,6 +22,7 @@ from harness.errors import ServingBenchError
 if TYPE_CHECKING:
     from harness.adapter import Adapter
     from harness.launchers.base import Launcher
+    from harness.workloads.base import Workload
 
 ENTRY_POINT_GROUP = "servingbench.adapters"
 
@@ -69,3 +73,32 @@ def launchers() -> dict[str, type[Launcher]]:
     for cls in (process.ProcessLauncher, external.ExternalLauncher, docker.DockerLauncher):
         table[cls.kind] = cls
     return table
+
+
+@cache
+def workloads() -> dict[str, type[Workload]]:
+    """Every workload family by name (a model's `workload` names one)."""
+    import harness.workloads as package
+    from harness.workloads.base import Workload
+
+    table: dict[str, type[Workload]] = {}
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, Workload)
+                and value.__module__ == module.__name__
+                and getattr(value, "name", None)
+            ):
+                if value.name in table:
+                    raise ServingBenchError(f"workload {value.name!r} is defined twice")
+                table[value.name] = value
+    return table
+
+
+def workload_of(model_name: str) -> type[Workload]:
+    """The family of a model in the zoo (its entry's `workload`)."""
+    from harness.models import MODELS
+
+    return workloads()[MODELS[model_name].workload]

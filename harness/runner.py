@@ -8,32 +8,30 @@ every exit path (errors, Ctrl-C).
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness import registry
+from harness import bounds, registry
 from harness.adapter import Adapter, Server
 from harness.calibration import calibrate
-from harness.errors import ConfigError, ServingBenchError, UnavailableError
-from harness.fidelity import FidelityResult, check_fidelity
-from harness.launchers.base import LaunchRequest
-from harness.llm.adapter import LlmAdapter
-from harness.llm.fidelity import check_generation
-from harness.llm.metrics import llm_summary
-from harness.llm.variants import build_llm_variant, checks
-from harness.llm.workload import GenRequest, WorkloadSpec, make_requests
+from harness.errors import ServingBenchError, UnavailableError
+from harness.fidelity import FidelityResult
+from harness.launchers.base import Launcher, LaunchRequest, tail
 from harness.load.backend import LoadBackend
 from harness.load.endpoints import Endpoint
-from harness.load.engine import StepPlan
 from harness.load.fanout import LoadGroup
-from harness.models import LlmBundle, ModelBundle, build_model
+from harness.load.plan import StepPlan
 from harness.observer import Observer
 from harness.profiles import levels, plans, warmup_plan
 from harness.provenance import collect
-from harness.results import RunFolder, new_run_id
+from harness.results import RunFolder, mark_aborted, new_run_id, owner
 from harness.runtime import thread_count
 from harness.scenario import Scenario, target_by_name
 from harness.stats import StatsRules, StepSummary, summarize
@@ -46,8 +44,9 @@ from harness.telemetry import (
     start_all,
     stop_all,
 )
-from harness.variants import BuiltVariant, build_variant
+from harness.variants import BuiltVariant
 from harness.verdicts import write_verdicts
+from harness.workloads.base import Workload
 
 
 @dataclass
@@ -67,44 +66,54 @@ def run_scenario(
     command: list[str] | None = None,
 ) -> RunOutcome:
     targets = target_by_name(scenario, target_names or [])
+    observer = observer or Observer()
+    warnings = bounds.check(scenario, scenario_file or "scenario")  # refuses the impossible
+    for warning in warnings:
+        observer.on_phase(f"warning: {warning}")
+    for stale in mark_aborted(out_root):  # runs whose servingbench was killed
+        observer.on_phase(f"marked aborted: {stale} (its servingbench process is gone)")
     folder = RunFolder.create(out_root, new_run_id(scenario.name))
-    run = _Run(scenario, folder, observer or Observer())
-    folder.write(
-        "run.json",
+    run = _Run(scenario, folder, observer)
+    folder.write_run(
         {
             "run_id": folder.path.name,
             "scenario_name": scenario.name,
             "scenario_file": scenario_file,
+            "workload": run.workload.name,
             "scenario": scenario.model_dump(mode="json"),
             "command": command or [],
             "started_at": _now(),
             "finished_at": None,
             "status": "running",
             "failures": [],
+            "owner": owner(),
+            "warnings": warnings,
             "provenance": collect(scenario.seed),
         },
     )
     status = "failed"
     try:
         run.check_gpus()
-        run.prepare([t.variant for t in targets])
+        with run.timed("model and variants"):
+            run.prepare([t.variant for t in targets])
         with _load_backend(scenario) as load:
-            run.calibrate(load)
+            with run.timed("calibration"):
+                run.calibrate(load)
             for repeat in range(scenario.repeats):
                 for index, target in enumerate(targets):
-                    run.run_target(target, load, repeat, index, len(targets))
-        run.conclude()
+                    with run.timed(f"target {target.name}"):
+                        run.run_target(target, load, repeat, index, len(targets))
+        with run.timed("verdicts"):
+            run.conclude()
         status = "finished"
     except KeyboardInterrupt:
         status = "interrupted"
         raise
-    except ServingBenchError as exc:
+    except (ServingBenchError, OSError) as exc:  # OSError: a full disk, a vanished folder
         run.failures.append(f"run: {exc}")
         raise
     finally:
-        info = folder.read("run.json")
-        info.update(status=status, finished_at=_now(), failures=run.failures)
-        folder.write("run.json", info)
+        run.close(status)
     return RunOutcome(folder.path, status, run.failures)
 
 
@@ -130,47 +139,50 @@ class _Run:
         self.failures: list[str] = []
         self.variants: dict[str, BuiltVariant] = {}
         self.variant_errors: dict[str, str] = {}
-        self.bundle: ModelBundle | LlmBundle | None = None
-        self.generations: list[GenRequest] = []  # LLM models: the workload's requests
-        self.workload = scenario.workload or WorkloadSpec()  # LLM models: its default
+        # the model's family: its requests, fidelity and step figures (harness/workloads)
+        self.workload: Workload = registry.workload_of(scenario.model.name)(scenario)  # type: ignore[attr-defined]
         self.gpu_available = False
+        # where the run's time went (seconds), into run.json and the terminal's last line
+        self.timings: dict[str, float] = {}
         cpus = scenario.resources.server_cpus
         self.threads = len(cpus) if cpus else thread_count()
+
+    @contextlib.contextmanager
+    def timed(self, key: str) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add_time(key, time.perf_counter() - began)
+
+    def add_time(self, key: str, seconds: float) -> None:
+        self.timings[key] = self.timings.get(key, 0.0) + seconds
 
     def check_gpus(self) -> None:
         """Find the GPUs once; without a driver say "no GPU" once and go on."""
         gpus, reason = gpu_inventory()
         self.gpu_available = bool(gpus)
-        info = self.folder.read("run.json")
+        info = self.folder.read_run()
         info["provenance"]["hardware"]["gpus"] = gpus
         info["provenance"]["hardware"]["gpu_note"] = reason
-        self.folder.write("run.json", info)
+        self.folder.write_run(info)
         if not gpus and self.scenario.telemetry.gpu:
             self.observer.on_phase(f"GPU telemetry off: {reason}")
 
     def prepare(self, variant_names: list[str]) -> None:
         self.observer.on_phase(f"building model {self.scenario.model.name}")  # type: ignore[attr-defined]
-        self.bundle = build_model(self.scenario.model)  # type: ignore[attr-defined]
-        self.folder.write(
-            "model.json",
-            {
-                **self.bundle.meta,
-                "name": self.bundle.name,
-                "key": self.bundle.key,
-                "path": str(self.bundle.path),
-            },
+        bundle = self.workload.build_model()
+        self.folder.write_model(
+            {**bundle.meta, "name": bundle.name, "key": bundle.key, "path": str(bundle.path)}
         )
-        if isinstance(self.bundle, LlmBundle):
-            self._make_workload(self.bundle)
-        builder = build_llm_variant if isinstance(self.bundle, LlmBundle) else build_variant
+        self.workload.prepare(self.folder)
         for name in dict.fromkeys(variant_names):
             self.observer.on_phase(f"building variant {name}")
             try:
-                self.variants[name] = builder(name, self.bundle, self.scenario.variants)  # type: ignore[arg-type]
+                self.variants[name] = self.workload.build_variant(name)
             except Exception as exc:  # a broken build fails its targets, not the run
                 self.variant_errors[name] = f"{type(exc).__name__}: {exc}"
-        self.folder.write(
-            "variants.json",
+        self.folder.write_variants(
             [v.to_dict() for v in self.variants.values()]
             + [
                 {"name": n, "status": "failed", "validation": {"status": "failed", "reason": e}}
@@ -178,30 +190,20 @@ class _Run:
             ],
         )
 
-    def _make_workload(self, bundle: LlmBundle) -> None:
-        spec = self.workload
-        context = bundle.config.context_length if bundle.config else 2048
+    def _stack(self, adapter: Any, server: Any) -> dict[str, str]:
+        """The served stack's versions (a container's packages are its image's: the digest
+        above names them; these are what the adapter found on the host)."""
         try:
-            self.generations = make_requests(spec, bundle.tokenizer(), self.scenario.seed, context)
-        except ValueError as exc:
-            raise ConfigError("scenario", [("workload", str(exc))]) from exc
-        lengths = [r.prompt_len for r in self.generations if r.prompt_len is not None]
-        self.folder.write(
-            "workload.json",
-            {
-                **spec.model_dump(mode="json"),
-                "requests": len(self.generations),
-                "prompt_tokens_mean": sum(lengths) / len(lengths) if lengths else None,
-                "output_tokens_mean": sum(r.max_tokens for r in self.generations)
-                / len(self.generations),
-            },
-        )
+            return dict(adapter.stack_versions(server))
+        except Exception as exc:  # provenance never fails a target
+            return {"error": f"{type(exc).__name__}: {exc}"}
 
     def run_target(
         self, target: Any, load: LoadBackend, repeat: int, index: int, total: int
     ) -> None:
         name = target.name
         adapter = registry.adapters()[target.adapter.kind](target.adapter)
+        adapter.use(self.workload.server_settings())
         launcher = registry.launchers()[target.launcher.kind](target.launcher)
         self.observer.on_target_start(name, index, total)
         self.folder.update_target(
@@ -218,6 +220,9 @@ class _Run:
                 "fidelity": None,
                 "log": f"logs/{name}.log",
                 "repeat": repeat,
+                # what every target gets alike: its CPU set and the threads it may use
+                "server_cpus": self.scenario.resources.server_cpus,
+                "threads": self.threads,
             },
         )
         server: Server | None = None
@@ -227,6 +232,13 @@ class _Run:
             reason = f"adapter {adapter.kind} is not available here: {available.reason}"
             self._finish_target(name, "unavailable", reason)
             return
+        own = adapter.environment
+        if own is not None and not own.ready and target.launcher.kind == "process":
+            # minutes of pip installs inside a step-less phase: say so, once, before them
+            self.observer.on_phase(
+                f"{name}: creating the {own.name} environment once (pip installs, a few "
+                f"minutes; log: {own.path.with_suffix('.log')})"
+            )
         try:
             variant = self._usable_variant(adapter, target.variant)
             server = launcher.start(
@@ -234,11 +246,12 @@ class _Run:
                     target=name,
                     adapter=adapter,
                     variant=variant,
-                    workdir=self.folder.path / "work" / name,
+                    workdir=self.folder.work_dir(name),
                     log_path=self.folder.log_path(name),
                     server_cpus=self.scenario.resources.server_cpus,
                     threads=self.threads,
                     startup_timeout_s=target.startup_timeout_s,
+                    run_id=self.folder.path.name,
                 )
             )
             self.folder.update_target(
@@ -248,15 +261,28 @@ class _Run:
                     "pid": server.pid,
                     "ports": server.ports,
                     "url": server.base_url,
+                    "threads": server.info.get("threads", self.threads),
                 },
             )
             if "container" in server.info:  # image id and digests: what exactly ran
                 self.folder.update_target(name, {"container": server.info["container"]})
-            self._check_fidelity(name, adapter, server, variant)
-            self._load_steps(target, adapter, server, variant, load, repeat)
+            self.folder.update_target(name, {"stack": self._stack(adapter, server)})
+            if server.info.get("environment_s"):  # created for this target: its own line
+                self.add_time("environments", server.info["environment_s"])
+            first = self.workload.check_fidelity(adapter, server)
+            self._record_fidelity(name, first)
+            self._load_steps(target, adapter, launcher, server, load, repeat)
+            if first.passed:  # the same check again: a server that went bad is flagged
+                self._record_fidelity(name, self.workload.check_fidelity(adapter, server), True)
             self._finish_target(name, "ok", None)
+        except KeyboardInterrupt:
+            self._finish_target(name, "interrupted", "interrupted (Ctrl-C or SIGTERM)")
+            raise
         except ServingBenchError as exc:
             self._finish_target(name, "failed", str(exc))
+        except OSError as exc:  # the run folder cannot be written (a full disk): the run ends
+            self._finish_target(name, "failed", f"{type(exc).__name__}: {exc}")
+            raise
         except Exception as exc:  # an adapter bug: keep going with the others, loudly
             self._finish_target(
                 name, "failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
@@ -281,27 +307,33 @@ class _Run:
         self.observer.on_phase("calibrating the load generator against a null server")
         rates = [lv.rate for lv in levels(self.scenario.load.profile) if lv.mode == "open"]
         figures = calibrate(load, self.scenario.resources.server_cpus, 2 * max(rates or [500]))
-        info = self.folder.read("run.json")
-        info["calibration"] = figures
-        self.folder.write("run.json", info)
+        self.folder.update_run(calibration=figures)
 
     def conclude(self) -> None:
         """Pairwise verdicts between the targets that ran and answered correctly."""
-        if not (self.folder.path / "steps.csv").exists():
+        if not self.folder.has_steps:
             return
         self.observer.on_phase("computing verdicts")
-        trusted = {
-            t["name"]
-            for t in self.folder.read("targets.json")
-            if t.get("status") == "ok" and (t.get("fidelity") or {}).get("passed")
-        }
-        write_verdicts(self.folder.path, trusted, self.scenario.verdicts.margin)
-        write_summary(self.folder.path)
+        write_verdicts(self.folder.path, margin=self.scenario.verdicts.margin)
+
+    def close(self, status: str) -> None:
+        """The run's final status, then (when it ended on its own) the summary, which reads
+        it. A disk too full to take run.json leaves it "running": the next run, finding its
+        owner gone, marks it aborted."""
+        timings = {k: round(v, 1) for k, v in self.timings.items()}
+        try:
+            self.folder.update_run(status=status, finished_at=_now(), failures=self.failures,
+                                   timings=timings)  # fmt: skip
+        except OSError:
+            return
+        if status == "finished" and self.folder.has_steps:
+            write_summary(self.folder.path)
 
     def _finish_target(self, name: str, status: str, error: str | None) -> None:
-        if status not in ("ok", "unavailable"):
+        if status not in ("ok", "unavailable", "interrupted"):
             self.failures.append(f"{name}: {(error or status).splitlines()[0]}")
-        self.folder.update_target(name, {"status": status, "error": error})
+        with contextlib.suppress(OSError):  # a full disk: the failure is still reported
+            self.folder.update_target(name, {"status": status, "error": error})
         self.observer.on_target_end(name, status, error)
 
     def _usable_variant(self, adapter: Adapter[Any], name: str) -> BuiltVariant:
@@ -309,6 +341,11 @@ class _Run:
         if not available.available:
             raise UnavailableError(
                 f"adapter {adapter.kind} is not available here: {available.reason}"
+            )
+        if self.workload.name not in adapter.workloads:
+            raise UnavailableError(
+                f"adapter {adapter.kind} does not serve {self.workload.name} workloads "
+                f"(it serves: {', '.join(sorted(adapter.workloads))})"
             )
         if not adapter.supports(name):
             raise UnavailableError(
@@ -326,65 +363,42 @@ class _Run:
             )
         return variant
 
-    def _check_fidelity(
-        self, name: str, adapter: Adapter[Any], server: Server, variant: BuiltVariant
-    ) -> None:
-        assert self.bundle is not None
-        spec = self.scenario.fidelity
-        if isinstance(self.bundle, LlmBundle):
-            assert isinstance(adapter, LlmAdapter)
-            api = self.workload.api
-            result = check_generation(
-                adapter.openai_client(server, api),
-                checks(variant),
-                self.generations,
-                spec.samples,
-                spec.llm_min_agreement,
+    def _record_fidelity(self, name: str, result: FidelityResult, after: bool = False) -> None:
+        """Before the load: `fidelity`. After the last step (a server that turned bad
+        mid-run): `fidelity_after`, and when it failed, `fidelity` becomes that failure (the
+        first check kept as `fidelity_before`), so every reader sees the target as wrong."""
+        if not after:
+            self.folder.update_target(name, {"fidelity": result.to_dict()})
+        elif result.passed:
+            self.folder.update_target(name, {"fidelity_after": result.to_dict()})
+        else:
+            before = next(t for t in self.folder.read_targets() if t["name"] == name)["fidelity"]
+            failed = {**result.to_dict(), "message": f"after the last step: {result.message}"}
+            self.folder.update_target(
+                name, {"fidelity_before": before, "fidelity_after": failed, "fidelity": failed}
             )
-            self._record_fidelity(name, result)
-            return
-        count = min(spec.samples, len(self.bundle.x_test))
-        result = check_fidelity(
-            lambda batch: adapter.infer(server, variant, batch),
-            self.bundle.x_test[:count],
-            variant.outputs_test()[:count],
-            spec.atol,
-            spec.rtol,
-            spec.min_agreement,
-        )
-        self._record_fidelity(name, result)
-
-    def _record_fidelity(self, name: str, result: FidelityResult) -> None:
-        self.folder.update_target(name, {"fidelity": result.to_dict()})
         if not result.passed:
-            self.failures.append(f"{name}: fidelity check failed: {result.message}")
-            self.observer.on_phase(f"{name}: FIDELITY FAILED: {result.message}")
+            when = " after the last step" if after else ""
+            self.failures.append(f"{name}: fidelity check failed{when}: {result.message}")
+            self.observer.on_phase(f"{name}: FIDELITY FAILED{when}: {result.message}")
 
     def _load_steps(
         self,
         target: Any,
         adapter: Adapter[Any],
+        launcher: Launcher,
         server: Server,
-        variant: BuiltVariant,
         load: LoadBackend,
         repeat: int,
     ) -> None:
-        assert self.bundle is not None
-        endpoint: Endpoint
-        if isinstance(self.bundle, LlmBundle):
-            assert isinstance(adapter, LlmAdapter)
-            api = self.workload.api
-            endpoint = adapter.openai_client(server, api).endpoint(self.generations)
-        else:
-            count = min(self.scenario.dataset.samples, len(self.bundle.x_test))
-            endpoint = adapter.endpoint(server, variant, self.bundle.x_test[:count])
-        live = _Live(target, adapter, server, endpoint)
+        endpoint = self.workload.endpoint(adapter, server)
+        live = _Live(target, adapter, launcher, server, endpoint)
         seed = self.scenario.seed + 1000 * repeat
         warm = warmup_plan(self.scenario.load, seed)
         if warm is not None:
             self.observer.on_phase(f"{target.name}: warm-up {warm.duration_s:g} s")
             load.run(live.endpoint, warm)
-        gen = plans(self.scenario.load, seed, self.scenario.slo)
+        gen = plans(self.scenario.load, seed, self.scenario.slo, self.scenario.verdicts)
         summary: StepSummary | None = None
         step = 0
         while True:
@@ -403,56 +417,81 @@ class _Run:
         target, adapter = live.target, live.adapter
         self.observer.on_step_start(target.name, plan)
         started = _now()
+        dead = live.launcher.check(live.server)
+        if dead is not None:  # it died between steps: no load at a corpse
+            raise ServerDied(self._death(target.name, step, dead, _now(), live.server))
         before = adapter.server_metrics(live.server)
         samplers = self._samplers(live.server)
         start_all(samplers)
         try:
-            records = load.run(live.endpoint, plan)
+            with _Watch(live.launcher, live.server) as watch:
+                records = load.run(live.endpoint, plan)
         finally:
             frames = stop_all(samplers)
+        refused = _refused_at_end(records)
+        death = watch.death or ((refused, _now()) if refused else None)
         after = adapter.server_metrics(live.server)
         in_process = live.server.base_url is None
         stability = self.scenario.load.stability
         rules = StatsRules(stability.window_s, stability.windows, stability.tolerance,
-                           stability.percentile)  # fmt: skip
+                           stability.percentile, self.scenario.slo.max_error_rate)  # fmt: skip
         summary = summarize(records, self.scenario.slo.latency_ms, in_process, rules,
                             self.scenario.slo.percentile)  # fmt: skip
+        if death is not None:  # what it measured is a dying server: never a result
+            note = f"the server died during this step ({death[0]}, at {death[1]})"
+            summary.valid, summary.eligible = False, False
+            summary.invalid_reason = summary.ineligible_reason = note
         self.folder.write_records(target.name, step, repeat, records)
         self.folder.write_telemetry(target.name, step, repeat, frames)
-        slo = self.scenario.slo
-        tokens = llm_summary(records, summary.duration_s, slo.ttft_ms, slo.tpot_ms)
         measured = {k: v for s in samplers if s.name in frames
                     for k, v in s.summary(frames[s.name], summary.requests,
                                           summary.duration_s).items()}  # fmt: skip
-        if tokens and measured.get("gpu_energy_j"):
-            generated = tokens["output_tokens_per_s"] * summary.duration_s
-            if generated > 0:
-                measured["energy_per_output_token_mj"] = 1000 * measured["gpu_energy_j"] / generated
-        self.folder.append_step(
-            {
-                **summary.to_dict(),
-                **tokens,
-                **adapter.breakdown(before, after, len(records)),
-                **measured,
-                "target": target.name,
-                "adapter": target.adapter.kind,
-                "variant": target.variant,
-                "launcher": target.launcher.kind,
-                "profile": self.scenario.load.profile.kind,
-                "level": plan.level,
-                "step": step,
-                "repeat": repeat,
-                "label": plan.label,
-                "mode": plan.mode,
-                "requested_rate": plan.rate if plan.mode == "open" else None,
-                "concurrency": plan.concurrency if plan.mode == "closed" else None,
-                "slo_ms": self.scenario.slo.latency_ms,
-                "connections": records.connections,
-                "started_at": started,
-            }
-        )
-        self.observer.on_step_end(target.name, plan, summary, tokens or None)
+        family = self.workload.step_metrics(records, summary.duration_s, measured)
+        row = {
+            **summary.to_dict(),
+            **family,
+            **adapter.breakdown(before, after, len(records)),
+            **measured,
+            "workload": self.workload.name,
+            "target": target.name,
+            "adapter": target.adapter.kind,
+            "variant": target.variant,
+            "launcher": target.launcher.kind,
+            "profile": self.scenario.load.profile.kind,
+            "level": plan.level,
+            "step": step,
+            "repeat": repeat,
+            "label": plan.label,
+            "mode": plan.mode,
+            "requested_rate": plan.rate if plan.mode == "open" else None,
+            "concurrency": plan.concurrency if plan.mode == "closed" else None,
+            "slo_ms": self.scenario.slo.latency_ms,
+            "max_error_rate": self.scenario.slo.max_error_rate,
+            "connections": records.connections,
+            "started_at": started,
+            "ended_by": records.extra.get("ended_by", ""),
+            "samples_needed": records.extra.get("samples_needed"),
+        }
+        confound = self.workload.judge(row)
+        if confound is not None:  # e.g. a prompt cache answered: not what was measured
+            summary.eligible = row["eligible"] = False
+            summary.ineligible_reason = row["ineligible_reason"] = "; ".join(
+                r for r in (summary.ineligible_reason, confound) if r
+            )
+        self.folder.append_step(row)
+        self.observer.on_step_end(target.name, plan, summary, row)
+        if death is not None:
+            raise ServerDied(self._death(target.name, step, *death, live.server))
         return summary
+
+    def _death(self, name: str, step: int, reason: str, when: str, server: Server) -> str:
+        """Record a server's death in targets.json; the message for its failure."""
+        log = tail(server.log_path) if server.log_path else ""
+        self.folder.update_target(
+            name, {"death": {"step": step, "at": when, "reason": reason, "log_tail": log}}
+        )
+        message = f"server died during step {step} ({reason}, at {when}); later steps skipped"
+        return message + (f"\n--- last log lines ---\n{log}" if log else "")
 
 
 @dataclass(frozen=True)
@@ -461,5 +500,57 @@ class _Live:
 
     target: Any
     adapter: Adapter[Any]
+    launcher: Launcher
     server: Server
     endpoint: Endpoint
+
+
+class ServerDied(ServingBenchError):
+    """The target's server died while it was being measured."""
+
+
+class _Watch:
+    """Asks the launcher, every `interval_s` while a step runs, whether the server is still
+    there; remembers the first answer that it is not, and when (a thread that sleeps)."""
+
+    def __init__(self, launcher: Launcher, server: Server, interval_s: float = 0.25) -> None:
+        self.launcher, self.server, self.interval_s = launcher, server, interval_s
+        self.death: tuple[str, str] | None = None  # (what happened, when: wall clock)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="liveness", daemon=True)
+
+    def __enter__(self) -> _Watch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.look()
+
+    def _loop(self) -> None:
+        while self.death is None and not self._stop.wait(self.interval_s):
+            self.look()
+
+    def look(self) -> None:
+        if self.death is None:
+            reason = self.launcher.check(self.server)
+            if reason is not None:
+                self.death = (reason, _now())
+
+
+# An endpoint that answers nothing but refused connections for this long at the end of a
+# step has gone away (the way an external target's death shows).
+REFUSED_RUN = 20
+
+
+def _refused_at_end(records: Any) -> str | None:
+    """A run of connection failures that ends the step: the server stopped answering."""
+    from harness.load.records import ERR_CONNECT, ERR_CONNECTION
+
+    if len(records) < REFUSED_RUN:
+        return None
+    last = records.error[records.end_ns.argsort(kind="stable")][-REFUSED_RUN:]
+    if ((last == ERR_CONNECT) | (last == ERR_CONNECTION)).all():
+        return f"the last {REFUSED_RUN} requests of the step could not reach the server"
+    return None

@@ -7,13 +7,17 @@ config class (``extra="forbid"``) rejects keys it does not know.
 
 from __future__ import annotations
 
+import difflib
 import re
+import types
+from collections.abc import Iterable, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
+    BaseModel,
     Field,
     NonNegativeFloat,
     NonNegativeInt,
@@ -26,13 +30,14 @@ from pydantic import (
 )
 
 from harness import registry
-from harness.config import StrictModel
+from harness.config import StrictModel, apply_sets
 from harness.errors import ConfigError
-from harness.llm.workload import WorkloadSpec
-from harness.models import MODELS
-from harness.variants import LLM_VARIANT_NAMES, VARIANT_NAMES
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # target names become file names
+# What a step can be: a day at most (a longer one is a typo, or a step that never ends);
+# the machine's own limits (connections, file descriptors) are harness/bounds.py's.
+MAX_STEP_S = 86_400.0
+MAX_CONCURRENCY = 1_000_000
 
 
 class DatasetSpec(StrictModel):
@@ -65,15 +70,28 @@ class FidelitySpec(StrictModel):
     )
 
 
+Percentiles = list[Annotated[float, Field(gt=0, lt=100)]]
+
+
 class VerdictSpec(StrictModel):
     margin: float = Field(
         0.03, ge=0, lt=1, description="ratios within 1 +- margin are 'no significant difference'"
+    )
+    percentiles: Percentiles = Field(
+        [50.0, 99.0],
+        min_length=1,
+        description="the latency percentiles every step must have enough samples for (with "
+        "slo.percentile): a step runs until it has them, up to load.max_duration_s",
     )
 
 
 class SloSpec(StrictModel):
     latency_ms: PositiveFloat = 50.0
     percentile: float = Field(99.0, gt=0, lt=100)
+    max_error_rate: float = Field(
+        0.001, ge=0, lt=1,
+        description="a step with more failed requests cannot be ranked, priced or within the SLO",
+    )  # fmt: skip
     # LLM goodput: a generation counts when both hold (each optional)
     ttft_ms: PositiveFloat | None = Field(None, description="time to first token limit")
     tpot_ms: PositiveFloat | None = Field(None, description="time per output token limit")
@@ -86,15 +104,23 @@ class ResourcesSpec(StrictModel):
     client_cpus: list[int] | None = None
 
 
+_LEVEL_PERCENTILES = (
+    "this level compares only these percentiles (e.g. [50] where a p99 would need more "
+    "time than the step may take); default: verdicts.percentiles and slo.percentile"
+)
+
+
 class ClosedLevel(StrictModel):
     mode: Literal["closed"]
-    concurrency: PositiveInt
+    concurrency: PositiveInt = Field(le=MAX_CONCURRENCY)
+    percentiles: Percentiles | None = Field(None, min_length=1, description=_LEVEL_PERCENTILES)
 
 
 class OpenLevel(StrictModel):
     mode: Literal["open"]
     rate: PositiveFloat
     arrival: Literal["constant", "poisson"] = "poisson"
+    percentiles: Percentiles | None = Field(None, min_length=1, description=_LEVEL_PERCENTILES)
 
 
 Level = Annotated[ClosedLevel | OpenLevel, Field(discriminator="mode")]
@@ -102,7 +128,7 @@ Level = Annotated[ClosedLevel | OpenLevel, Field(discriminator="mode")]
 
 class ClosedProfile(StrictModel):
     kind: Literal["closed"]
-    concurrency: list[PositiveInt] = Field(min_length=1)
+    concurrency: list[Annotated[int, Field(gt=0, le=MAX_CONCURRENCY)]] = Field(min_length=1)
 
     @field_validator("concurrency", mode="before")
     @classmethod
@@ -151,17 +177,36 @@ class StabilitySpec(StrictModel):
     windows: int = Field(3, ge=2)
     tolerance: PositiveFloat = 0.10
     percentile: float = Field(99.0, gt=0, lt=100)
+    settle: bool = Field(
+        False,
+        description="extend a step until its last `windows` windows agree (up to "
+        "load.max_duration_s); the step's stability is judged either way",
+    )
     max_duration_s: PositiveFloat | None = Field(
-        None, description="extend an unstable step up to this long (default: no extension)"
+        None,
+        le=MAX_STEP_S,
+        description="older spelling of settle: true with load.max_duration_s",
     )
 
 
 class LoadSpec(StrictModel):
     profile: ProfileSpec
-    duration_s: PositiveFloat = Field(5.0, description="measured window of each step")
-    warmup_s: NonNegativeFloat = Field(1.0, description="excluded lead-in of each step")
-    target_warmup_s: NonNegativeFloat = Field(2.0, description="load before a target's first step")
-    timeout_s: PositiveFloat = Field(10.0, description="per-request timeout")
+    duration_s: PositiveFloat = Field(
+        5.0, le=MAX_STEP_S, description="the shortest measured window of a step"
+    )
+    max_duration_s: PositiveFloat | None = Field(
+        None,
+        le=MAX_STEP_S,
+        description="the longest a step may run to get enough samples for its percentiles "
+        "(and to settle, if asked); default 4 x duration_s",
+    )
+    warmup_s: NonNegativeFloat = Field(
+        1.0, le=MAX_STEP_S, description="excluded lead-in of each step"
+    )
+    target_warmup_s: NonNegativeFloat = Field(
+        2.0, le=MAX_STEP_S, description="load before a target's first step"
+    )
+    timeout_s: PositiveFloat = Field(10.0, le=MAX_STEP_S, description="per-request timeout")
     max_connections: PositiveInt = Field(2048, description="open-loop connection cap")
     max_requests_per_step: PositiveInt = 2_000_000
     stability: StabilitySpec = StabilitySpec()
@@ -174,13 +219,42 @@ class LoadSpec(StrictModel):
     )
     calibrate: bool = Field(True, description="measure the client's own overhead first")
 
+    @property
+    def longest_s(self) -> float:
+        """The most a step may run (its measured window): one rule for samples and settling."""
+        given = self.max_duration_s or self.stability.max_duration_s
+        return max(self.duration_s, given if given else min(4 * self.duration_s, MAX_STEP_S))
+
+    @property
+    def settle(self) -> bool:
+        return self.stability.settle or self.stability.max_duration_s is not None
+
     @model_validator(mode="after")
     def _windows_fit(self) -> LoadSpec:
-        if self.stability.max_duration_s is not None and (
-            self.stability.max_duration_s < self.duration_s
-        ):
-            raise ValueError("stability.max_duration_s must be at least duration_s")
+        limits = {"max_duration_s": self.max_duration_s,
+                  "stability.max_duration_s": self.stability.max_duration_s}  # fmt: skip
+        for name, value in limits.items():
+            if value is not None and value < self.duration_s:
+                raise ValueError(f"{name} must be at least duration_s ({self.duration_s:g})")
+        longest = self.warmup_s + self.longest_s
+        for rate in _open_rates(self.profile):
+            if rate * longest > self.max_requests_per_step:
+                raise ValueError(
+                    f"an open-loop step at {rate:g}/s for {longest:g} s sends "
+                    f"{rate * longest:,.0f} requests, over max_requests_per_step="
+                    f"{self.max_requests_per_step:,}: lower the rate or the duration"
+                )
         return self
+
+
+def _open_rates(profile: Any) -> list[float]:
+    if isinstance(profile, OpenProfile):
+        return list(profile.rates)
+    if isinstance(profile, SweepProfile):
+        return [lv.rate for lv in profile.steps if isinstance(lv, OpenLevel)]
+    if isinstance(profile, SloSearchProfile):
+        return [profile.max_rate]
+    return []
 
 
 class TelemetrySpec(StrictModel):
@@ -210,9 +284,8 @@ class ScenarioBase(StrictModel):
     resources: ResourcesSpec = ResourcesSpec()
     telemetry: TelemetrySpec = TelemetrySpec()
     cost: CostSpec = CostSpec()
-    workload: WorkloadSpec | None = Field(
-        None, description="LLM models: prompt/output lengths (default: 64 in, 32 out)"
-    )
+    # the model family's own section (a `Workload.spec_class`; typed in scenario_model())
+    workload: Any = None
     load: LoadSpec
 
     @model_validator(mode="after")
@@ -224,41 +297,57 @@ class ScenarioBase(StrictModel):
         model = getattr(self, "model", None)
         if model is None:
             return self
-        generate = MODELS[model.name].task == "generate"
-        allowed = LLM_VARIANT_NAMES if generate else VARIANT_NAMES
+        # the model's workload family says which variants exist and what else it needs
+        family = registry.workload_of(model.name)
         for t in getattr(self, "targets", []):
-            if t.variant not in allowed:
+            if t.variant not in family.variant_names:
                 raise ValueError(
                     f"target {t.name}: variant {t.variant!r} is not a build of {model.name} "
-                    f"(its variants: {', '.join(allowed)})"
+                    f"(its variants: {', '.join(family.variant_names)})"
                 )
-        if generate and self.load.backend == "locust":
-            raise ValueError("load.backend: locust cannot stream generations; use engine")
-        if not generate and self.workload is not None:
-            raise ValueError(f"workload: only LLM models take a workload ({model.name} is not one)")
+            served = registry.adapters()[t.adapter.kind].workloads
+            if family.name not in served:
+                raise ValueError(
+                    f"target {t.name}: adapter {t.adapter.kind} does not serve {model.name} "
+                    f"({family.description}); it serves: {', '.join(sorted(served))}"
+                )
+        problems = family.check_scenario(self)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
 
-def _union(classes: list[type[Any]], tag: str) -> Any:
+def _union(classes: list[type[Any]], tag: str | None) -> Any:
     if len(classes) == 1:
         return classes[0]
+    if tag is None:  # told apart by their fields (pydantic's smart union)
+        return Union[tuple(classes)]  # noqa: UP007
     return Annotated[Union[tuple(classes)], Field(discriminator=tag)]  # noqa: UP007
 
 
 @cache
-def scenario_model() -> type[ScenarioBase]:
-    """Build the Scenario class from the registries (adapters, launchers, models)."""
-    adapter_cfgs = [cls.config_class for cls in registry.adapters().values()]
+def scenario_model(in_tree: bool = False) -> type[ScenarioBase]:
+    """Build the Scenario class from the registries (adapters, launchers, models); with
+    `in_tree`, only this repository's adapters (not third-party packages installed here)."""
+    from harness.models import MODELS
+
+    adapter_cfgs = [cls.config_class for cls in registry.adapters().values()
+                    if not in_tree or cls.__module__.startswith("adapters.")]  # fmt: skip
     launcher_cfgs = [cls.config_class for cls in registry.launchers().values()]
     model_cfgs = [entry.config_class for entry in MODELS.values()]
     process_default = registry.launchers()["process"].config_class(kind="process")
+    families = registry.workloads().values()
+    variant_names = tuple(dict.fromkeys(n for w in families for n in w.variant_names))
+    # a family with requests of its own shape takes a `workload:` section (LLM lengths, ...)
+    specs = [w.spec_class for w in families if w.spec_class is not None]
+    workload_type: Any = _union(specs, None) | None if specs else None
 
     target = create_model(
         "TargetSpec",
         __base__=StrictModel,
         name=(str, Field(pattern=NAME_PATTERN)),
         adapter=(_union(adapter_cfgs, "kind"), ...),
-        variant=(Literal[VARIANT_NAMES + LLM_VARIANT_NAMES], ...),  # type: ignore[arg-type]
+        variant=(Literal[variant_names], ...),  # type: ignore[arg-type]
         launcher=(_union(launcher_cfgs, "kind"), process_default),
         startup_timeout_s=(PositiveFloat, 120.0),
     )
@@ -267,35 +356,156 @@ def scenario_model() -> type[ScenarioBase]:
         __base__=ScenarioBase,
         model=(_union(model_cfgs, "name"), ...),
         targets=(list[target], Field(min_length=1)),
+        workload=(
+            workload_type,
+            Field(None, description="generative models: prompt/output lengths (64 in, 32 out)"),
+        ),
     )
+
+
+def json_schema(in_tree: bool = False) -> dict[str, Any]:
+    """The scenario file's JSON Schema (for editors: completion and checks as you type)."""
+    schema = scenario_model(in_tree).model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "servingbench scenario"
+    return schema
 
 
 # The type other modules annotate with; at run time every scenario is a scenario_model() instance.
 Scenario = ScenarioBase
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate a scenario file; raise ConfigError naming file, field and line."""
+def load_scenario(path: str | Path, sets: Iterable[str] = ()) -> Scenario:
+    """Read and validate a scenario file (with `--set KEY=VALUE` overrides applied); raise
+    ConfigError naming file, field and line."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), [("(file)", f"cannot read: {exc.strerror}")]) from exc
-    return parse_scenario(text, source=str(path))
+    return parse_scenario(text, source=str(path), sets=sets)
 
 
-def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
+def parse_scenario(text: str, source: str = "<scenario>", sets: Iterable[str] = ()) -> Scenario:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(source, [("(yaml)", str(exc).replace("\n", " "))]) from exc
+        raise ConfigError(source, [_yaml_problem(exc)]) from exc
     if not isinstance(data, dict):
         raise ConfigError(source, [("(top level)", "expected a mapping of scenario fields")])
+    sets = list(sets)
+    if sets:
+        data = apply_sets(data, sets)
+        source = f"{source} with --set {' '.join(sets)}"
     try:
         return scenario_model().model_validate(data)
     except ValidationError as exc:
         raise ConfigError(source, [_describe(err, data, node) for err in exc.errors()]) from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> tuple[str, str]:
+    """PyYAML's error as ('(yaml) line 3, column 7', 'what, and the line with a caret')."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return ("(yaml)", str(exc).replace("\n", " "))
+    context = getattr(exc, "context", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    message = f"{problem} ({context})" if context else str(problem)
+    snippet = mark.get_snippet(indent=6, max_length=100)
+    return (f"(yaml) line {mark.line + 1}, column {mark.column + 1}",
+            message + (f"\n{snippet}" if snippet else ""))  # fmt: skip
+
+
+def did_you_mean(word: Any, known: Iterable[str]) -> str:
+    """ "; did you mean 'fastapi'?" when one known word is close, else ""."""
+    close = difflib.get_close_matches(str(word), [str(k) for k in known], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _unwrap(tp: Any) -> Any:
+    while True:
+        origin = get_origin(tp)
+        if origin is Annotated:
+            tp = get_args(tp)[0]
+        elif origin in (Union, types.UnionType) and type(None) in get_args(tp):
+            rest = [a for a in get_args(tp) if a is not type(None)]
+            tp = rest[0] if len(rest) == 1 else Union[tuple(rest)]  # noqa: UP007
+        else:
+            return tp
+
+
+def _member(tp: Any, key: Any) -> Any:
+    """The member of a union that pydantic's location names: by tag value or class name."""
+    for member in get_args(tp):
+        if not (isinstance(member, type) and issubclass(member, BaseModel)):
+            continue
+        if member.__name__ == key:
+            return member
+        for info in member.model_fields.values():
+            if get_origin(info.annotation) is Literal and key in get_args(info.annotation):
+                return member
+    return None
+
+
+def _keys_at(loc: Sequence[Any]) -> list[str] | None:
+    """The keys a mapping at pydantic location `loc` may have, or None if not a model."""
+    tp: Any = scenario_model()
+    for key in loc:
+        tp = _unwrap(tp)
+        if isinstance(key, int):
+            args = get_args(tp)
+            tp = args[0] if get_origin(tp) in (list, tuple) and args else None
+        elif isinstance(tp, type) and issubclass(tp, BaseModel):
+            info = tp.model_fields.get(key)
+            tp = info.annotation if info is not None else None
+        elif get_origin(tp) in (Union, types.UnionType):
+            tp = _member(tp, key)
+        else:
+            tp = None
+        if tp is None:
+            return None
+    tp = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [info.alias or name for name, info in tp.model_fields.items()]
+    return None
+
+
+def _message(err: Any, data: Any) -> str:
+    """pydantic's message, said for a person: a near miss named, the choices listed."""
+    kind, ctx, loc = err["type"], err.get("ctx") or {}, err["loc"]
+    if kind == "extra_forbidden":
+        known = _keys_at(loc[:-1]) or []
+        listing = f" (keys here: {', '.join(sorted(known))})" if known else ""
+        return f"unknown key{did_you_mean(loc[-1], known) or '; check the spelling'}{listing}"
+    if kind == "union_tag_invalid":
+        tags = re.findall(r"'([^']*)'", str(ctx.get("expected_tags", "")))
+        field = str(ctx.get("discriminator", "kind")).strip("'")
+        return (f"unknown {field} {ctx.get('tag')!r}{did_you_mean(ctx.get('tag'), tags)} "
+                f"(known: {', '.join(tags)})")  # fmt: skip
+    if kind == "union_tag_not_found":
+        field = str(ctx.get("discriminator", "kind")).strip("'")
+        return f"needs a {field!r} key: it says which kind of section this is"
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        if loc and loc[-1] == "variant":  # only the builds of this scenario's model
+            choices = _variants_of(data) or choices
+        got = err.get("input")
+        return (f"{got!r} is not one of: {', '.join(choices)}"
+                f"{did_you_mean(got, choices)}")  # fmt: skip
+    message = str(err["msg"])
+    if "input" in err and kind != "missing" and not isinstance(err["input"], dict | list):
+        message += f" (got {err['input']!r})"
+    return message
+
+
+def _variants_of(data: Any) -> list[str]:
+    model = data.get("model") if isinstance(data, dict) else None
+    name = model.get("name") if isinstance(model, dict) else None
+    try:
+        return list(registry.workload_of(str(name)).variant_names) if name else []
+    except (KeyError, ValueError):
+        return []
 
 
 def _describe(err: Any, data: Any, node: Any) -> tuple[str, str]:
@@ -318,16 +528,7 @@ def _describe(err: Any, data: Any, node: Any) -> tuple[str, str]:
         )
     field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
     line = _line_of(node, parts)
-    message = err["msg"]
-    if err["type"] == "extra_forbidden":
-        message = "unknown key (not a field here; check the spelling)"
-    elif (
-        "input" in err
-        and err["type"] not in ("missing",)
-        and not isinstance(err["input"], dict | list)
-    ):
-        message += f" (got {err['input']!r})"
-    return (f"{field or '(top level)'}{f' (line {line})' if line else ''}", message)
+    return (f"{field or '(top level)'}{f' (line {line})' if line else ''}", _message(err, data))
 
 
 def _tags(mapping: dict[str, Any]) -> tuple[Any, ...]:
@@ -355,10 +556,12 @@ def target_by_name(scenario: Scenario, names: list[str]) -> list[Any]:
     targets = list(scenario.targets)  # type: ignore[attr-defined]
     known = {t.name for t in targets}
     unknown = [n for n in names if n not in known]
+    listing = ", ".join(sorted(known))
     if unknown:
         raise ConfigError(
             "--targets",
-            [(n, f"no such target; known: {', '.join(sorted(known))}") for n in unknown],
+            [(n, f"no such target{did_you_mean(n, known)} (known: {listing})") for n in unknown],
+            what="unknown target name",
         )
     return [t for t in targets if not names or t.name in names]
 

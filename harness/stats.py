@@ -21,8 +21,41 @@ from harness.confidence import (
     rate_ci,
     stable,
 )
-from harness.load.records import StepRecords
+from harness.load.records import (
+    ERR_CONNECT,
+    ERR_CONNECTION,
+    ERR_HTTP_STATUS,
+    ERR_INFERENCE,
+    ERR_PROTOCOL,
+    ERR_SHORT_OUTPUT,
+    ERR_TIMEOUT,
+    StepRecords,
+)
 
+# A step with more failed requests than this cannot be ranked, priced or be within an SLO
+# (slo.max_error_rate overrides it per scenario).
+MAX_ERROR_RATE = 0.001
+SHED_STATUSES = (429, 503)  # the server refused work it could not take: it shed load
+# error kind column -> its record error code (HTTP statuses are split by class below)
+ERROR_KINDS = {
+    "errors_timeout": ERR_TIMEOUT,
+    "errors_connect": ERR_CONNECT,
+    "errors_lost": ERR_CONNECTION,
+    "errors_bad_response": ERR_PROTOCOL,
+    "errors_inference": ERR_INFERENCE,
+    "errors_short_output": ERR_SHORT_OUTPUT,
+}
+ERROR_WORDS = {
+    "errors_shed": "shed (HTTP 429/503)",
+    "errors_http_5xx": "HTTP 5xx",
+    "errors_http_4xx": "HTTP 4xx",
+    "errors_timeout": "timeouts",
+    "errors_connect": "connect failures",
+    "errors_lost": "connections lost",
+    "errors_bad_response": "bad answers",
+    "errors_inference": "inference errors",
+    "errors_short_output": "short outputs",
+}
 LOADGEN_CPU_LIMIT = 0.90  # fraction of one core above which the client may be the bottleneck
 RATE_RATIO_LIMIT = 0.98  # achieved/requested open-loop send rate below this: falling behind
 SEND_LAG_P99_LIMIT_MS = 5.0  # p99 lateness of sends beyond which the schedule was not held
@@ -30,12 +63,14 @@ SEND_LAG_P99_LIMIT_MS = 5.0  # p99 lateness of sends beyond which the schedule w
 
 @dataclass(frozen=True)
 class StatsRules:
-    """How a step is judged: its stability windows and the percentile that matters."""
+    """How a step is judged: its stability windows, the percentile that matters and the
+    error rate beyond which it cannot be ranked."""
 
     window_s: float = 1.0
     windows: int = 3
     tolerance: float = 0.10
     percentile: float = 99.0
+    max_error_rate: float = MAX_ERROR_RATE
 
 
 @dataclass
@@ -68,6 +103,19 @@ class StepSummary:
     invalid_reason: str = ""
     insufficient: str = ""  # percentiles left out for lack of samples
     slo_percentile_ms: float = math.nan  # the SLO's percentile (e.g. p99) of this step
+    # what failed, by kind (measured window)
+    errors_shed: int = 0
+    errors_http_5xx: int = 0
+    errors_http_4xx: int = 0
+    errors_timeout: int = 0
+    errors_connect: int = 0
+    errors_lost: int = 0
+    errors_bad_response: int = 0
+    errors_inference: int = 0
+    errors_short_output: int = 0
+    # may this step be ranked, priced, or be within an SLO? (valid, few errors, server up)
+    eligible: bool = True
+    ineligible_reason: str = ""
 
     def to_dict(self) -> dict[str, float | int | bool | str | None]:
         return asdict(self)
@@ -105,13 +153,52 @@ def summarize(
     rules: StatsRules | None = None,
     slo_percentile: float = 99.0,
 ) -> StepSummary:
+    rules = rules or StatsRules()
     summary = _point_summary(rec, slo_ms, in_process)
     blocks = step_blocks(rec, ci_block_seconds(summary.duration_s))
-    windows = step_blocks(rec, (rules or StatsRules()).window_s)
+    windows = step_blocks(rec, rules.window_s)
     _add_confidence(summary, blocks, windows, rules, open_loop=bool(rec.requested_rate))
     if enough_samples(blocks.count, slo_percentile):
         summary.slo_percentile_ms = percentile(np.concatenate(blocks.latencies), slo_percentile)
+    _judge_errors(summary, rec, rules.max_error_rate)
     return summary
+
+
+def error_counts(rec: StepRecords) -> dict[str, int]:
+    """Failed requests of the measured window by kind (the `errors_*` columns)."""
+    mask = rec.measured()
+    error, status = rec.error[mask], rec.status[mask]
+    http = error == ERR_HTTP_STATUS
+    shed = http & np.isin(status, SHED_STATUSES)
+    counts = {name: int((error == code).sum()) for name, code in ERROR_KINDS.items()}
+    counts["errors_shed"] = int(shed.sum())
+    counts["errors_http_5xx"] = int((http & ~shed & (status >= 500)).sum())
+    counts["errors_http_4xx"] = int((http & ~shed & (status < 500)).sum())
+    return counts
+
+
+def describe_errors(counts: dict[str, int]) -> str:
+    """`1,234 shed (HTTP 429/503), 12 timeouts`: the kinds present, largest first."""
+    present = sorted(((n, k) for k, n in counts.items() if n), reverse=True)
+    return ", ".join(f"{n:,} {ERROR_WORDS.get(k, k)}" for n, k in present)
+
+
+def _judge_errors(summary: StepSummary, rec: StepRecords, max_error_rate: float) -> None:
+    counts = error_counts(rec)
+    for name, count in counts.items():
+        setattr(summary, name, count)
+    reasons = []
+    if not summary.valid:
+        reasons.append(f"invalid: {summary.invalid_reason or 'see the step'}")
+    if summary.requests == 0:
+        reasons.append("no request was measured")
+    elif summary.error_rate > max_error_rate:
+        reasons.append(
+            f"{summary.error_rate:.1%} of requests failed ({describe_errors(counts)}), over "
+            f"the {max_error_rate:.1%} allowed"
+        )
+    summary.eligible = not reasons
+    summary.ineligible_reason = "; ".join(reasons)
 
 
 def _add_confidence(

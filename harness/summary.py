@@ -28,7 +28,7 @@ from harness.cost import (
     usd_per_million,
     usd_per_million_tokens,
 )
-from harness.results import read_json, write_json
+from harness.results import RunFolder, load_run
 
 # A step is "within the token SLO" when at least this share of its generations met both the
 # TTFT and the TPOT limits.
@@ -63,17 +63,45 @@ def _price(run: dict[str, Any]) -> dict[str, Any]:
     return {"hardware": hardware, "usd_per_hour": usd, "source": note}
 
 
+def _levels(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per level (label) of a target whose repeats may all be ranked."""
+    if rows.empty or "label" not in rows:
+        return pd.DataFrame(columns=["label", "throughput_rps", "slo_percentile_ms"])
+    frame = rows.assign(
+        ok=_bool(rows["eligible"]) if "eligible" in rows else True,
+        throughput_rps=_numbers(rows, "throughput_rps"),
+        slo_percentile_ms=_numbers(rows, "slo_percentile_ms"),
+    )
+    groups = frame.groupby("label", sort=False)
+    levels = pd.DataFrame({
+        "ok": groups["ok"].all(),
+        "throughput_rps": groups["throughput_rps"].mean(),
+        # NaN (too few samples) in any repeat makes the level's percentile unknown
+        "slo_percentile_ms": groups["slo_percentile_ms"].apply(
+            lambda v: float(v.max()) if v.notna().all() else math.nan),
+    }).reset_index()  # fmt: skip
+    return levels[levels["ok"]]
+
+
 def _target_row(
     name: str, info: dict[str, Any], rows: pd.DataFrame, slo_ms: float, usd: float
 ) -> dict[str, Any]:
-    valid = rows[_bool(rows["valid"])] if "valid" in rows else rows
-    meets = valid[valid["slo_percentile_ms"] <= slo_ms] if "slo_percentile_ms" in valid else valid
-    best = meets.sort_values("throughput_rps").iloc[-1] if len(meets) else None
+    # a level counts only when every repeat of it may be ranked (valid, errors within
+    # slo.max_error_rate, server alive, no confound): one bad repeat and the level is out;
+    # its throughput is the mean over repeats, its SLO percentile the worst repeat's
+    levels = _levels(rows)
+    meets = levels[levels["slo_percentile_ms"] <= slo_ms]
+    best = meets.sort_values("throughput_rps", kind="stable").iloc[-1] if len(meets) else None
     caveats = []
     if "stable" in rows and (rows["stable"].astype(str) == "False").any():
         caveats.append("unstable steps")
-    if len(valid) < len(rows):
+    if "valid" in rows and not _bool(rows["valid"]).all():
         caveats.append("steps where the load generator was the bottleneck")
+    if "eligible" in rows:
+        failing = rows[~_bool(rows["eligible"]) & _bool(rows["valid"])]
+        if len(failing):
+            first = failing["ineligible_reason"].iloc[0]
+            caveats.append(f"{len(failing)} step(s) not ranked: {first}")
     fidelity = info.get("fidelity") or {}
     if fidelity.get("passed") is False:
         caveats.append("fidelity check failed")
@@ -101,7 +129,7 @@ def _target_row(
 
 def _llm_fields(rows: pd.DataFrame, usd: float) -> dict[str, Any]:
     """Token answers for one target: best output tokens/s within the token SLO, lowest TTFT."""
-    valid = rows[_bool(rows["valid"])] if "valid" in rows else rows
+    valid = rows[_bool(rows["eligible"])] if "eligible" in rows else rows
     tokens = _numbers(valid, "output_tokens_per_s")
     goodput = _numbers(valid, "llm_goodput_fraction")
     no_slo = _numbers(valid, "slo_ttft_ms").isna() & _numbers(valid, "slo_tpot_ms").isna()
@@ -120,7 +148,9 @@ def _llm_fields(rows: pd.DataFrame, usd: float) -> dict[str, Any]:
     }
 
 
-def _trusted(target: dict[str, Any]) -> bool:
+def rankable(target: dict[str, Any]) -> bool:
+    """A summary target that may win, be priced or be recommended: finished ok, not the
+    floor, answered like the model."""
     return target["status"] == "ok" and not target["baseline"] and bool(target["fidelity_passed"])
 
 
@@ -129,7 +159,7 @@ def _finite(value: Any) -> bool:
 
 
 def _winner(targets: dict[str, dict[str, Any]], key: str, lowest: bool) -> dict[str, Any] | None:
-    eligible = {n: t for n, t in targets.items() if _trusted(t) and _finite(t[key])}
+    eligible = {n: t for n, t in targets.items() if rankable(t) and _finite(t[key])}
     if not eligible:
         return None
     pick = (min if lowest else max)(eligible, key=lambda n: eligible[n][key])
@@ -161,14 +191,11 @@ def _llm_winners(targets: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]
 
 
 def build_summary(run_dir: Path) -> dict[str, Any]:
-    run = read_json(run_dir / "run.json")
-    slo = (run.get("scenario") or {}).get("slo") or {"latency_ms": math.inf}
-    steps = pd.read_csv(run_dir / "steps.csv") if (run_dir / "steps.csv").exists() else None
-    infos = (
-        {t["name"]: t for t in read_json(run_dir / "targets.json")}
-        if (run_dir / "targets.json").exists()
-        else {}
-    )
+    data = load_run(run_dir)
+    run = data.run
+    slo = data.scenario.get("slo") or {"latency_ms": math.inf}
+    steps = data.steps if not data.steps.empty else None
+    infos = {str(t["name"]): t for t in data.targets}
     price = _price(run)
     targets = {
         name: _target_row(
@@ -203,8 +230,5 @@ def build_summary(run_dir: Path) -> dict[str, Any]:
 
 def write_summary(run_dir: Path) -> Path:
     summary = build_summary(run_dir)
-    write_json(run_dir / "summary.json", summary)
-    pd.DataFrame.from_dict(summary["targets"], orient="index").rename_axis("target").to_csv(
-        run_dir / "summary_targets.csv"
-    )
-    return run_dir / "summary.json"
+    per_target = pd.DataFrame.from_dict(summary["targets"], orient="index").rename_axis("target")
+    return RunFolder(Path(run_dir)).write_summary(summary, per_target)

@@ -1,4 +1,4 @@
-"""pytest support for adapter authors: the conformance suite to subclass, and fixtures.
+"""pytest support for adapter authors: the conformance suites to subclass, and fixtures.
 
     from harness.testing import AdapterConformance
 
@@ -6,6 +6,9 @@
         adapter_class = MineAdapter
         config = {"kind": "mine"}        # the adapter's config (kind filled in if left out)
         variants = ["eager", "onnx"]     # default: every variant it serves that builds here
+
+`GenerationConformance` is the same for a generative (streaming) server, on tiny-llama's
+variants (f32, ...): greedy tokens and token accounting, and streams under load.
 
 Every test drives the real adapter through the real process launcher on loopback (the
 checks themselves live in `harness.conformance`). The suite skips, saying why, when
@@ -44,7 +47,12 @@ if TYPE_CHECKING:
     from harness.models import ModelBundle
     from harness.variants import BuiltVariant
 
-__all__ = ["AdapterConformance", "servingbench_bundle", "servingbench_variant"]
+__all__ = [
+    "AdapterConformance",
+    "GenerationConformance",
+    "servingbench_bundle",
+    "servingbench_variant",
+]
 
 _CACHES: dict[int, Path] = {}  # id(pytest config) -> the session's build cache
 _BUNDLES: dict[Path, Any] = {}  # cache root -> ModelBundle, so each subclass shares one build
@@ -80,7 +88,9 @@ def _forget_env() -> None:
 
 
 def _forget_cache(key: int) -> None:
-    _BUNDLES.pop(_CACHES.pop(key, Path()), None)
+    root = _CACHES.pop(key, Path())
+    _BUNDLES.pop(root, None)
+    _BUNDLES.pop(root / "tiny-llama", None)
 
 
 def session_bundle(request: pytest.FixtureRequest) -> ModelBundle:
@@ -98,6 +108,18 @@ def session_bundle(request: pytest.FixtureRequest) -> ModelBundle:
         _BUNDLES[root] = build_model(DigitsCnnConfig(name="digits-cnn"))
     bundle: ModelBundle = _BUNDLES[root]
     return bundle
+
+
+def session_llm(request: pytest.FixtureRequest) -> Any:
+    """The tiny-llama bundle, built once per session cache."""
+    from harness.models import build_model
+    from harness.models.tiny_llama import TinyLlamaConfig
+
+    root = session_cache(request)
+    key = root / "tiny-llama"
+    if key not in _BUNDLES:
+        _BUNDLES[key] = build_model(TinyLlamaConfig(name="tiny-llama"))
+    return _BUNDLES[key]
 
 
 def build(name: str, bundle: ModelBundle) -> BuiltVariant:
@@ -125,9 +147,7 @@ class _Live:
     """One server per (class, variant), started on first use; restarted if a test stopped
     it (the teardown check), so no test depends on the order tests run in."""
 
-    def __init__(
-        self, suite: type[AdapterConformance], variant: BuiltVariant, folder: Path
-    ) -> None:
+    def __init__(self, suite: type[_Suite], variant: BuiltVariant, folder: Path) -> None:
         self.suite, self.variant, self.folder = suite, variant, folder
         self.launched: conformance.Launched | None = None
         self.starts = 0
@@ -155,8 +175,9 @@ class _Live:
             self.launched.stop()
 
 
-class AdapterConformance:
-    """Subclass with `adapter_class` set; see the module docstring."""
+class _Suite:
+    """What every adapter's suite checks: it starts on loopback, reports a taken port, and
+    leaves nothing behind. Subclasses add the answers of their workload family."""
 
     pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.conformance]
 
@@ -165,18 +186,10 @@ class AdapterConformance:
     variants: ClassVar[list[str] | None] = None
     has_server: ClassVar[bool] = True  # False: nothing is launched (an in-process adapter)
     startup_timeout_s: ClassVar[float] = 120.0
-    samples: ClassVar[int] = 16  # test inputs compared with the reference
-    atol: ClassVar[float] = 1e-4
-    rtol: ClassVar[float] = 1e-4
 
     @classmethod
     def variant_names(cls) -> list[str]:
-        if cls.variants is not None:
-            return list(cls.variants)
-        from harness.variants import VARIANT_NAMES, variant_availability
-
-        served = cls.adapter_class.variants
-        return [v for v in VARIANT_NAMES if v in served and variant_availability(v)[0]]
+        raise NotImplementedError
 
     @classmethod
     def make_adapter(cls) -> Adapter[Any]:
@@ -206,6 +219,55 @@ class AdapterConformance:
 
     @pytest.fixture(scope="class")
     @classmethod
+    def sb_live(
+        cls, sb_variant: BuiltVariant, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[_Live]:
+        live = _Live(cls, sb_variant, tmp_path_factory.mktemp(f"conf-{sb_variant.name}"))
+        yield live
+        live.close()
+
+    # ------------------------------------------------------------ the contract
+
+    def test_starts_ready_on_loopback(self, sb_live: _Live) -> None:
+        """Free loopback ports, ready (model loaded) within the timeout, via ProcessLauncher."""
+        conformance.check_ready(sb_live.get(), self.startup_timeout_s)
+
+    def test_listens_only_on_loopback(self, sb_live: _Live) -> None:
+        self._needs_server()
+        conformance.check_loopback_only(sb_live.get())
+
+    def test_taken_port_is_a_clear_launch_error(
+        self, sb_variant: BuiltVariant, tmp_path: Path
+    ) -> None:
+        self._needs_server()
+        error = conformance.check_port_taken(
+            self.make_adapter(), sb_variant, tmp_path, self.startup_timeout_s
+        )
+        print(f"taken port -> {str(error).splitlines()[0]}")
+
+    def test_teardown_leaves_nothing(self, sb_live: _Live) -> None:
+        self._needs_server()
+        conformance.check_teardown(sb_live.get())
+
+
+class AdapterConformance(_Suite):
+    """A tensor-serving adapter's suite: subclass with `adapter_class` set (module doc)."""
+
+    samples: ClassVar[int] = 16  # test inputs compared with the reference
+    atol: ClassVar[float] = 1e-4
+    rtol: ClassVar[float] = 1e-4
+
+    @classmethod
+    def variant_names(cls) -> list[str]:
+        if cls.variants is not None:
+            return list(cls.variants)
+        from harness.variants import VARIANT_NAMES, variant_availability
+
+        served = cls.adapter_class.variants
+        return [v for v in VARIANT_NAMES if v in served and variant_availability(v)[0]]
+
+    @pytest.fixture(scope="class")
+    @classmethod
     def sb_bundle(cls, request: pytest.FixtureRequest) -> ModelBundle:
         return session_bundle(request)
 
@@ -224,25 +286,6 @@ class AdapterConformance:
     def sb_inputs(cls, sb_bundle: ModelBundle) -> np.ndarray:
         return sb_bundle.x_test[: cls.samples]
 
-    @pytest.fixture(scope="class")
-    @classmethod
-    def sb_live(
-        cls, sb_variant: BuiltVariant, tmp_path_factory: pytest.TempPathFactory
-    ) -> Iterator[_Live]:
-        live = _Live(cls, sb_variant, tmp_path_factory.mktemp(f"conf-{sb_variant.name}"))
-        yield live
-        live.close()
-
-    # ------------------------------------------------------------ the contract
-
-    def test_starts_ready_on_loopback(self, sb_live: _Live) -> None:
-        """Free loopback ports, ready (model loaded) within the timeout, via ProcessLauncher."""
-        conformance.check_ready(sb_live.get(), self.startup_timeout_s)
-
-    def test_listens_only_on_loopback(self, sb_live: _Live) -> None:
-        self._needs_server()
-        conformance.check_loopback_only(sb_live.get())
-
     def test_answers_match_reference(
         self, sb_live: _Live, sb_variant: BuiltVariant, sb_inputs: np.ndarray
     ) -> None:
@@ -259,15 +302,6 @@ class AdapterConformance:
             launched.request.adapter, launched.server, sb_variant, sb_inputs, self.atol
         )
 
-    def test_taken_port_is_a_clear_launch_error(
-        self, sb_variant: BuiltVariant, tmp_path: Path
-    ) -> None:
-        self._needs_server()
-        error = conformance.check_port_taken(
-            self.make_adapter(), sb_variant, tmp_path, self.startup_timeout_s
-        )
-        print(f"taken port -> {str(error).splitlines()[0]}")
-
     def test_bad_artifact_fails_clearly(
         self, sb_variant: BuiltVariant, sb_inputs: np.ndarray, tmp_path: Path
     ) -> None:
@@ -275,10 +309,6 @@ class AdapterConformance:
             self.make_adapter(), sb_variant, sb_inputs, tmp_path, self.startup_timeout_s
         )
         print(f"corrupt artifact -> {how}")
-
-    def test_teardown_leaves_nothing(self, sb_live: _Live) -> None:
-        self._needs_server()
-        conformance.check_teardown(sb_live.get())
 
     def test_container_spec_is_well_formed(self, sb_variant: BuiltVariant, tmp_path: Path) -> None:
         adapter = self.make_adapter()
@@ -290,3 +320,64 @@ class AdapterConformance:
         if spec is None:
             pytest.skip(f"{self.adapter_class.kind} has no container recipe")
         conformance.check_container_spec(spec)
+
+
+class GenerationConformance(_Suite):
+    """A generative (streaming) adapter's suite, on the tiny-llama model: greedy tokens and
+    token accounting as the run's fidelity check makes them, and streams under load."""
+
+    min_agreement: ClassVar[float] = 0.8  # greedy next-token agreement required
+    output_tokens: ClassVar[int] = 8  # forced per generation
+    concurrency: ClassVar[int] = 2
+
+    @classmethod
+    def variant_names(cls) -> list[str]:
+        if cls.variants is not None:
+            return list(cls.variants)
+        from harness.variants import LLM_VARIANT_NAMES
+
+        return [v for v in LLM_VARIANT_NAMES if v in cls.adapter_class.variants]
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def sb_llm(cls, request: pytest.FixtureRequest) -> Any:
+        return session_llm(request)
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def sb_variant(cls, sb_llm: Any, sb_variant_name: str) -> BuiltVariant:
+        from harness.llm.variants import build_llm_variant
+        from harness.scenario import VariantsSpec
+
+        variant = build_llm_variant(sb_variant_name, sb_llm, VariantsSpec())
+        if not variant.ok:
+            pytest.skip(f"variant {sb_variant_name} failed validation: {variant.validation}")
+        return variant
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def sb_requests(cls, sb_llm: Any) -> list[Any]:
+        from harness.llm.workload import FixedLength, UniformLength, WorkloadSpec, make_requests
+
+        spec = WorkloadSpec(
+            prompt_tokens=UniformLength(kind="uniform", min=16, max=48),
+            output_tokens=FixedLength(kind="fixed", value=cls.output_tokens),
+            samples=8,
+        )
+        return make_requests(spec, sb_llm.tokenizer(), seed=0, context=2048)
+
+    def test_greedy_tokens_and_token_accounting(
+        self, sb_live: _Live, sb_variant: BuiltVariant, sb_requests: list[Any]
+    ) -> None:
+        launched = sb_live.get()
+        note = conformance.check_generations(
+            launched.request.adapter, launched.server, sb_variant, sb_requests, self.min_agreement
+        )
+        print(f"fidelity -> {note}")
+
+    def test_load_engine_streams_exact_tokens(self, sb_live: _Live, sb_requests: list[Any]) -> None:
+        launched = sb_live.get()
+        done = conformance.check_streams_under_load(
+            launched.request.adapter, launched.server, sb_requests, self.concurrency
+        )
+        print(f"streams -> {done} generations")

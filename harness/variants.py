@@ -179,9 +179,7 @@ def variant_availability(name: str) -> tuple[bool, str]:
     """Can this variant be built here, and if not, which packages are missing."""
     import importlib.util
 
-    # LLM precisions (tiny-llama) need the tokenizer, safetensors and GGUF writers
-    requires = ("tokenizers", "safetensors", "gguf") if name in LLM_VARIANT_NAMES else None
-    missing = [m for m in requires or RECIPES[name].requires if importlib.util.find_spec(m) is None]
+    missing = [m for m in RECIPES[name].requires if importlib.util.find_spec(m) is None]
     return (not missing, f"missing Python package(s): {', '.join(missing)}" if missing else "")
 
 

@@ -14,10 +14,10 @@ import itertools
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from harness.confidence import (
     BOOTSTRAP_RESAMPLES,
@@ -29,11 +29,14 @@ from harness.confidence import (
     ratio_ci,
     verdict_word,
 )
+from harness.results import RunData, RunFolder, load_run
+from harness.workloads.base import RecordMetric
 
 DEFAULT_MARGIN = 0.03  # differences under 3% are inside a shared machine's noise floor
+# (steps.csv metric, bootstrap key, higher is better): every run has these; a workload family
+# adds its own (`Workload.record_metrics`, e.g. time to first token for generations)
 METRICS = (("p50_ms", "p50", False), ("p99_ms", "p99", False), ("throughput_rps", "rate", True))
-# streamed generations add the two numbers LLM users compare stacks by
-LLM_METRICS = (("ttft_p50_ms", "ttft_p50", False), ("output_tokens_per_s", "tok_rate", True))
+WINDOW_COLUMNS = ["intended_ns", "end_ns", "error", "in_window"]
 
 
 @dataclass
@@ -51,37 +54,31 @@ class Verdict:
     trusted: bool  # both steps valid and both targets passed fidelity
 
 
-def _step_blocks(path: Path) -> Blocks | None:
-    table = pq.read_table(path, columns=["intended_ns", "end_ns", "error", "in_window"])
-    meta = table.schema.metadata or {}
-    frame = table.to_pandas()
+def _record_metrics() -> tuple[RecordMetric, ...]:
+    from harness import registry
+
+    return tuple(m for w in registry.workloads().values() for m in w.record_metrics)
+
+
+def _blocks(
+    run: RunData, target: str, step: Any, repeat: Any, metrics: tuple[RecordMetric, ...]
+) -> tuple[Blocks, dict[str, Blocks]] | None:
+    """A step's latencies in time blocks, and each record metric it has in the same blocks."""
+    needs = sorted({n for m in metrics for n in m.needs})
+    found = run.records(target, step, repeat, WINDOW_COLUMNS + needs)
+    if found is None or found.warmup_ns is None or found.window_ns is None:
+        return None
+    frame, start, end = found.frame, found.warmup_ns, found.window_ns
     ok = frame[frame.in_window & (frame.error == 0)]
-    if b"warmup_ns" not in meta:
-        return None
-    start, end = int(meta[b"warmup_ns"]), int(meta[b"window_ns"])
+    seconds = ci_block_seconds((end - start) / 1e9)
     latency = (ok.end_ns - ok.intended_ns).to_numpy() / 1e6
-    seconds = ci_block_seconds((end - start) / 1e9)
-    return make_blocks(ok.intended_ns.to_numpy(), latency, start, end, seconds)
-
-
-def _token_blocks(path: Path) -> tuple[Blocks, Blocks] | None:
-    """TTFT (ms) and output tokens of a streamed step, in the same blocks as its latencies."""
-    columns = ["intended_ns", "first_token_ns", "output_tokens", "error", "in_window"]
-    if "first_token_ns" not in pq.read_schema(path).names:
-        return None
-    table = pq.read_table(path, columns=columns)
-    meta = table.schema.metadata or {}
-    frame = table.to_pandas()
-    ok = frame[frame.in_window & (frame.error == 0) & (frame.first_token_ns >= 0)]
-    start, end = int(meta[b"warmup_ns"]), int(meta[b"window_ns"])
-    seconds = ci_block_seconds((end - start) / 1e9)
-    intended = ok.intended_ns.to_numpy()
-    ttft = (ok.first_token_ns - ok.intended_ns).to_numpy() / 1e6
-    tokens = ok.output_tokens.to_numpy().astype(np.float64)
-    return (
-        make_blocks(intended, ttft, start, end, seconds),
-        make_blocks(intended, tokens, start, end, seconds),
-    )
+    blocks = make_blocks(ok.intended_ns.to_numpy(), latency, start, end, seconds)
+    extra = {}
+    for metric in metrics:
+        if set(metric.needs) <= set(frame.columns):
+            intended, values = metric.values(ok)
+            extra[metric.key] = make_blocks(intended, values, start, end, seconds)
+    return blocks, extra
 
 
 def _sum_rate_bootstrap(blocks: Blocks, seed: int) -> tuple[np.ndarray, float]:
@@ -100,17 +97,17 @@ class Side:
     valid: bool
 
 
-def side_of(run_dir: Path, target: str, runs: pd.DataFrame, seed: int) -> Side | None:
+def side_of(run: RunData, target: str, runs: pd.DataFrame, seed: int) -> Side | None:
     """All repeats of one target at one level, pooled and bootstrapped once."""
-    folder = run_dir / "records" / target
+    metrics = _record_metrics()
     parts = [
-        _step_blocks(folder / f"{int(step):03d}-r{int(repeat)}.parquet")
+        _blocks(run, target, step, repeat, metrics)
         for step, repeat in zip(runs["step"], runs["repeat"], strict=True)
     ]
     usable = [p for p in parts if p is not None]
     if not usable:
         return None
-    blocks = pooled(usable)
+    blocks = pooled([p[0] for p in usable])
     latencies = np.concatenate(blocks.latencies)
     enough = len(latencies) > 0
     side = Side(
@@ -120,42 +117,38 @@ def side_of(run_dir: Path, target: str, runs: pd.DataFrame, seed: int) -> Side |
             "p99": float(np.percentile(latencies, 99)) if enough else math.nan,
             "rate": float(blocks.rates.mean()),
         },
-        valid=bool(runs["valid"].astype(str).eq("True").all()),
+        # only steps that may be ranked (valid, errors within the limit, server alive)
+        valid=bool(runs["eligible"].astype(str).eq("True").all()),
     )
-    tokens = [
-        _token_blocks(folder / f"{int(step):03d}-r{int(repeat)}.parquet")
-        for step, repeat in zip(runs["step"], runs["repeat"], strict=True)
-    ]
-    if tokens and all(t is not None for t in tokens):
-        ttft = pooled([t[0] for t in tokens if t is not None])
-        counts = pooled([t[1] for t in tokens if t is not None])
-        values = np.concatenate(ttft.latencies)
-        side.boot["ttft_p50"] = bootstrap(ttft, [50], seed=seed)["p50"]
-        side.point["ttft_p50"] = float(np.percentile(values, 50)) if len(values) else math.nan
-        side.boot["tok_rate"], side.point["tok_rate"] = _sum_rate_bootstrap(counts, seed)
+    for metric in metrics:  # only where every repeat's records have it
+        if len(usable) < len(parts) or not all(metric.key in p[1] for p in usable):
+            continue
+        joined = pooled([p[1][metric.key] for p in usable])
+        if metric.statistic == "p50":
+            values = np.concatenate(joined.latencies)
+            side.boot[metric.key] = bootstrap(joined, [50], seed=seed)["p50"]
+            side.point[metric.key] = float(np.percentile(values, 50)) if len(values) else math.nan
+        else:
+            side.boot[metric.key], side.point[metric.key] = _sum_rate_bootstrap(joined, seed)
     return side
 
 
-def compute_verdicts(
-    run_dir: Path, trusted_targets: set[str] | None = None, margin: float = DEFAULT_MARGIN
-) -> pd.DataFrame:
-    """All pairwise verdicts of a run folder (empty frame if fewer than two targets)."""
-    steps = pd.read_csv(run_dir / "steps.csv")
+def compute_verdicts(run: RunData, margin: float = DEFAULT_MARGIN) -> pd.DataFrame:
+    """All pairwise verdicts of a run (empty frame if fewer than two targets). A pair is
+    trusted when both steps are valid and both targets finished ok with fidelity passed."""
+    trusted_targets = run.trusted()
+    extra = [(m.column, m.key, m.higher_is_better) for m in _record_metrics()]
     rows: list[Verdict] = []
-    for label, group in steps.groupby("label", sort=False):
+    for label, group in run.steps.groupby("label", sort=False):
         sides: dict[str, Side] = {}
         for seed, (target, runs) in enumerate(group.groupby("target", sort=False)):
-            side = side_of(run_dir, str(target), runs, seed)
+            side = side_of(run, str(target), runs, seed)
             if side is not None:
                 sides[str(target)] = side
         for a, b in itertools.combinations(sides, 2):
-            trusted = (
-                sides[a].valid
-                and sides[b].valid
-                and (trusted_targets is None or {a, b} <= trusted_targets)
-            )
-            both_llm = "ttft_p50" in sides[a].boot and "ttft_p50" in sides[b].boot
-            for metric, key, higher_better in METRICS + (LLM_METRICS if both_llm else ()):
+            trusted = sides[a].valid and sides[b].valid and {a, b} <= trusted_targets
+            shared = [m for m in extra if m[1] in sides[a].boot and m[1] in sides[b].boot]
+            for metric, key, higher_better in (*METRICS, *shared):
                 low, high = ratio_ci(sides[a].boot[key], sides[b].boot[key])
                 va, vb = sides[a].point[key], sides[b].point[key]
                 ratio = va / vb if vb else math.nan
@@ -166,11 +159,6 @@ def compute_verdicts(
     return pd.DataFrame([asdict(v) for v in rows], columns=list(Verdict.__dataclass_fields__))
 
 
-def write_verdicts(
-    run_dir: Path, trusted_targets: set[str] | None = None, margin: float = DEFAULT_MARGIN
-) -> Path:
-    frame = compute_verdicts(run_dir, trusted_targets, margin)
-    path = run_dir / "verdicts.csv"
-    frame.to_csv(path.with_suffix(".tmp"), index=False)
-    path.with_suffix(".tmp").replace(path)
-    return path
+def write_verdicts(run_dir: Path, margin: float = DEFAULT_MARGIN) -> Path:
+    run = load_run(run_dir)
+    return RunFolder(run.path).write_verdicts(compute_verdicts(run, margin))

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from harness.cache import cache_root
-from harness.launchers.process import free_port
+from harness.net import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -83,8 +83,16 @@ def test_generated_module_imports_by_path_as_an_adapter(
     assert str(tmp_path) in spec_.env["PYTHONPATH"].split(os.pathsep)
 
 
-def test_generated_adapter_passes_the_conformance_suite(tmp_path: Path, bundle: object) -> None:
-    _, test_file = new_adapter("fresh", tmp_path)
+@pytest.mark.parametrize(
+    ("kind", "least_passed"),
+    # http: 7 checks x 2 variants (no container recipe); grpc: 7 on one variant;
+    # generate: 6 checks on f32 (no container or artifact checks for generations)
+    [("http", 14), ("grpc", 7), ("generate", 6)],
+)
+def test_generated_adapter_passes_its_conformance_suite(
+    tmp_path: Path, bundle: object, kind: str, least_passed: int
+) -> None:
+    _, test_file = new_adapter(f"fresh_{kind}", tmp_path, kind=kind)
     # `bundle` built the model in this session's cache: the child session reuses it
     env = {**os.environ, "SERVINGBENCH_CACHE": os.environ["SERVINGBENCH_CACHE"]}
     done = subprocess.run(
@@ -96,4 +104,10 @@ def test_generated_adapter_passes_the_conformance_suite(tmp_path: Path, bundle: 
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     assert "failed" not in summary and "error" not in summary, summary
     passed = sum(1 for line in done.stdout.splitlines() if line.startswith("PASSED"))
-    assert passed >= 14, done.stdout[-4000:]  # 7 checks x 2 variants; no container recipe
+    assert passed >= least_passed, done.stdout[-4000:]
+
+
+def test_unknown_kind_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ScaffoldError, match="kinds: http, grpc, generate"):
+        new_adapter("mine", tmp_path, kind="soap")
+    assert not list(tmp_path.iterdir())

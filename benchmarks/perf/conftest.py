@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 
 from benchmarks.perf.synthetic import step_records, write_run
-from harness.launchers.process import free_port
 from harness.load.records import StepRecords
+from harness.net import free_port
 
 FIGURES: dict[str, str] = {}
 

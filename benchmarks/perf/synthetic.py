@@ -68,7 +68,7 @@ def _row(name: str, level: int, rate: float, rec: StepRecords) -> dict[str, Any]
 def write_run(root: Path, targets: int, levels: int, per_step: int) -> Path:
     folder = RunFolder.create(root, "20250101-000000-perf")
     names = [f"target-{i:02d}" for i in range(targets)]
-    folder.write("run.json", {
+    folder.write_run({
         "run_id": folder.path.name, "scenario_name": "perf", "scenario_file": "perf.yaml",
         "scenario": {"name": "perf", "slo": {"latency_ms": 20.0, "percentile": 99.0},
                      "targets": [{"name": n} for n in names]},
@@ -76,8 +76,8 @@ def write_run(root: Path, targets: int, levels: int, per_step: int) -> Path:
         "finished_at": "2025-01-01T02:00:00", "status": "finished", "failures": [],
         "provenance": {"versions": {}, "hardware": {"cores": 2}, "git": {}, "seed": 0},
     })  # fmt: skip
-    folder.write("model.json", {"name": "digits-cnn", "key": "0" * 16})
-    folder.write("variants.json", [])
+    folder.write_model({"name": "digits-cnn", "key": "0" * 16})
+    folder.write_variants([])
     for t, name in enumerate(names):
         folder.update_target(name, {
             "adapter": "fastapi", "variant": "onnx", "launcher": "process",

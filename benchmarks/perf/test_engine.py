@@ -20,8 +20,9 @@ import uvloop
 
 from benchmarks.perf.conftest import cpus, pinned
 from harness.load.endpoints import HttpEndpoint
-from harness.load.engine import StepPlan, _Recorder, run_step
+from harness.load.engine import _Recorder, run_step
 from harness.load.http import HttpPool
+from harness.load.plan import StepPlan
 from harness.protocols import PlainJsonClient
 
 REQUESTS = 4000

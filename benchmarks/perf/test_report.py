@@ -16,7 +16,7 @@ from harness.verdicts import write_verdicts
 
 
 def test_verdicts_large_run(benchmark: Any, large_run: Path, figures: dict[str, str]) -> None:
-    path = benchmark.pedantic(write_verdicts, args=(large_run, None), rounds=1, iterations=1)
+    path = benchmark.pedantic(write_verdicts, args=(large_run,), rounds=1, iterations=1)
     assert path.exists() and path.stat().st_size > 0
     figures["verdicts, 10 targets x 10 levels x 100k"] = f"{benchmark.stats.stats.mean:.1f} s"
 
@@ -25,7 +25,7 @@ def test_render_report_large_run(
     benchmark: Any, large_run: Path, tmp_path: Path, figures: dict[str, str]
 ) -> None:
     if not (large_run / "verdicts.csv").exists():  # run alone: as the runner leaves it
-        write_verdicts(large_run, None)
+        write_verdicts(large_run)
     out = tmp_path / "report.html"
     written = benchmark.pedantic(render_report, args=(large_run, out), rounds=3, iterations=1)
     size = written.stat().st_size

@@ -16,6 +16,8 @@ import contextlib
 import importlib
 import io
 import os
+import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -26,12 +28,13 @@ from pydantic import NonNegativeInt, PositiveFloat
 
 from harness.adapter import ContainerSpec, Server
 from harness.errors import LaunchError
-from harness.launchers.base import Launcher, LauncherConfig, LaunchRequest
-from harness.launchers.process import LOOPBACK, free_port, tail
+from harness.launchers.base import Launcher, LauncherConfig, LaunchRequest, fill, fill_env, tail
+from harness.net import LOOPBACK, free_port
 
 PROJECT = Path(__file__).resolve().parents[2]
 PROJECT_PREFIX = "servingbench/"
 LABEL = "servingbench.launcher"
+RUN_LABEL, OWNER_LABEL = "servingbench.run", "servingbench.owner"  # what `clean` matches
 CONTEXT_DIRS = ("harness", "adapters", "docker")
 # build args per project-image flavour (the tag); the default flavour builds on the local base
 FLAVOURS: dict[str, dict[str, str]] = {
@@ -42,6 +45,8 @@ FLAVOURS: dict[str, dict[str, str]] = {
     },
 }
 _live: dict[str, Any] = {}  # container id -> docker Container, removed at exit at the latest
+# container id -> the supervisor that removes it if servingbench dies (even by SIGKILL)
+_watchdogs: dict[str, subprocess.Popen[bytes]] = {}
 
 
 class DockerConfig(LauncherConfig):
@@ -195,6 +200,7 @@ class DockerLauncher(Launcher):
         server = Server(
             base_url=adapter.base_url(LOOPBACK, host_ports),
             ports=host_ports,
+            variant=request.variant,
             log_path=request.log_path,
             info={"threads": self._threads(request), "container": _describe(container, image)},
         )
@@ -243,8 +249,9 @@ class DockerLauncher(Launcher):
     ) -> Any:
         from docker.errors import APIError
 
-        threads = str(self._threads(request))
-        env = {"SERVINGBENCH_THREADS": threads, "OMP_NUM_THREADS": threads, **spec.env}
+        threads = self._threads(request)
+        env = {"SERVINGBENCH_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
+               **fill_env(spec.env, request, threads)}  # fmt: skip
         volumes = {
             host: {"bind": inside, "mode": "ro" if inside in spec.read_only else "rw"}
             for host, inside in spec.mounts.items()
@@ -253,13 +260,16 @@ class DockerLauncher(Launcher):
         options = self._options(spec, request)
         try:
             container = client.containers.create(
-                image.id, command=spec.command, environment=env, ports=ports, volumes=volumes,
-                labels={LABEL: "1", "servingbench.target": request.target}, detach=True,
+                image.id, command=fill(spec.command, request, threads), environment=env,
+                ports=ports, volumes=volumes,
+                labels={LABEL: "1", "servingbench.target": request.target,
+                        RUN_LABEL: request.run_id, OWNER_LABEL: str(os.getpid())}, detach=True,
                 **options,
             )  # fmt: skip
         except APIError as exc:
             raise self._refused("create", exc, options) from exc
         _live[container.id] = container
+        _watchdogs[container.id] = _watchdog(container.id)
         return container
 
     def _run(self, container: Any, request: LaunchRequest) -> None:
@@ -314,6 +324,20 @@ class DockerLauncher(Launcher):
             time.sleep(pause)
             pause = min(pause * 1.5, 0.5)
 
+    def check(self, server: Server) -> str | None:
+        ident = (server.info.get("container") or {}).get("id")
+        container = _live.get(ident) if ident else None
+        if container is None:
+            return None
+        try:
+            container.reload()
+        except Exception as exc:  # the engine lost it (removed behind our back)
+            return f"container is gone ({type(exc).__name__}: {exc})"
+        if container.status in ("exited", "dead"):
+            code = container.attrs.get("State", {}).get("ExitCode")
+            return f"container exited with code {code}"
+        return None
+
     def stop(self, server: Server) -> None:
         ident = (server.info.get("container") or {}).get("id")
         container = _live.get(ident) if ident else None
@@ -323,6 +347,7 @@ class DockerLauncher(Launcher):
             container.stop(timeout=int(self.config.stop_grace_s))
         _remove(container)
         _live.pop(container.id, None)
+        _end_watchdog(container.id)
 
 
 def _describe(container: Any, image: Any) -> dict[str, Any]:
@@ -349,6 +374,31 @@ def _follow(container: Any, log_path: Path) -> None:
             log.flush()
 
 
+def _docker_socket() -> str:
+    host = os.environ.get("DOCKER_HOST", "")
+    return host.removeprefix("unix://") if host.startswith("unix://") else "/var/run/docker.sock"
+
+
+def _watchdog(container_id: str) -> subprocess.Popen[bytes]:
+    """The supervisor that removes this container if servingbench dies before it does."""
+    from harness.launchers.process import SUPERVISOR
+
+    return subprocess.Popen(
+        [sys.executable, "-I", str(SUPERVISOR), "--owner", str(os.getpid()),
+         "--container", container_id, "--docker-socket", _docker_socket()],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+
+
+def _end_watchdog(container_id: str) -> None:
+    watchdog = _watchdogs.pop(container_id, None)
+    if watchdog is not None:  # the container is gone already: its removal is a no-op
+        with contextlib.suppress(ProcessLookupError):
+            watchdog.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            watchdog.wait(10)
+
+
 def _remove(container: Any) -> None:
     from docker.errors import NotFound
 
@@ -361,3 +411,4 @@ def _remove_all() -> None:
     for ident in list(_live):
         with contextlib.suppress(Exception):
             _remove(_live.pop(ident))
+        _end_watchdog(ident)

@@ -28,7 +28,7 @@ class ExternalLauncher(Launcher):
         started = time.perf_counter()
         deadline = time.monotonic() + request.startup_timeout_s
         request.log_path.write_text(f"external endpoint {base_url}: not started by servingbench\n")
-        server = Server(base_url=base_url, info={"external": True})
+        server = Server(base_url=base_url, variant=request.variant, info={"external": True})
         while not request.adapter.probe(server):
             if time.monotonic() > deadline:
                 raise LaunchError(

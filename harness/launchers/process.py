@@ -1,10 +1,16 @@
 """Run a server as a local subprocess: own session, free loopback ports, logs to the run folder.
 
+Every server is started under a small supervisor (harness/launchers/supervisor.py) that
+the kernel signals when servingbench dies, by any means, and that adopts the server's
+orphaned descendants: no server outlives the harness, not even after a kill -9. The
+supervisor pins the server to the scenario's server CPUs before it starts.
+
 Readiness is polled (with sleeps, never a busy loop) until the adapter's probe succeeds,
 while watching for an early exit; a server that dies or never becomes ready raises
-LaunchError with the tail of its log. Teardown signals the whole process group (TERM, a
-grace period, then KILL) and also any descendant that left the group, so no server
-process outlives the run, including on errors and Ctrl-C (an atexit hook catches the rest).
+LaunchError with the tail of its log. While it serves, `check()` says whether it is still
+alive. Teardown signals the supervisor (which TERMs the server's group and every
+descendant, then KILLs what is left after a grace period), and kills anything left after
+that itself, including on errors and Ctrl-C (an atexit hook catches the rest).
 """
 
 from __future__ import annotations
@@ -13,10 +19,11 @@ import atexit
 import contextlib
 import os
 import signal
-import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import ClassVar, Literal
 
 import psutil
@@ -25,32 +32,16 @@ from pydantic import PositiveFloat
 from harness import environments
 from harness.adapter import Server
 from harness.errors import LaunchError
-from harness.launchers.base import Launcher, LauncherConfig, LaunchRequest
+from harness.launchers.base import Launcher, LauncherConfig, LaunchRequest, fill, fill_env, tail
+from harness.net import LOOPBACK, free_port
 
-LOOPBACK = "127.0.0.1"
-_live: dict[int, subprocess.Popen[bytes]] = {}
+_live: dict[int, subprocess.Popen[bytes]] = {}  # server pid -> its supervisor
+SUPERVISOR = Path(__file__).with_name("supervisor.py")
 
 
 class ProcessConfig(LauncherConfig):
     kind: Literal["process"] = "process"
     stop_grace_s: PositiveFloat = 10.0
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def tail(path: os.PathLike[str] | str, lines: int = 30) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - 16384))
-            text = fh.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
 
 
 class ProcessLauncher(Launcher):
@@ -70,21 +61,31 @@ class ProcessLauncher(Launcher):
         adapter.prepare(request.variant, request.workdir)
         spec = adapter.process_spec(request.variant, request.workdir, LOOPBACK, ports)
         if spec is None:  # nothing to launch: the load engine calls the model itself
-            return Server(base_url=None, startup_s=0.0, info={"threads": request.threads})
+            return Server(
+                base_url=None,
+                variant=request.variant,
+                startup_s=0.0,
+                info={"threads": request.threads},
+            )
         own_env = adapter.environment
-        if own_env is not None:
+        environment_s = 0.0  # minutes the first time: the run says where its time went
+        if own_env is not None and not own_env.ready:
+            began = time.perf_counter()
             environments.ensure(own_env)
+            environment_s = time.perf_counter() - began
         env = {
             **os.environ,
             **_thread_env(request.threads),
             **environments.server_env(own_env),
-            **spec.env,
+            **fill_env(spec.env, request),
             "PYTHONUNBUFFERED": "1",
         }
         started = time.perf_counter()
+        argv = fill(environments.resolve_argv(spec.argv, own_env), request)
+        argv = supervised(argv, request.server_cpus, self.config.stop_grace_s)
         with open(request.log_path, "ab") as log:
             proc = subprocess.Popen(
-                environments.resolve_argv(spec.argv, own_env),
+                argv,
                 cwd=spec.cwd or os.getcwd(),
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -92,18 +93,19 @@ class ProcessLauncher(Launcher):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        _live[proc.pid] = proc
-        self._cleanups[proc.pid] = lambda: adapter.cleanup(request.workdir)
+        pid = _server_pid(proc)
+        _live[pid] = proc
+        self._cleanups[pid] = lambda: adapter.cleanup(request.workdir)
         server = Server(
             base_url=adapter.base_url(LOOPBACK, ports),
             ports=ports,
-            pid=proc.pid,
+            variant=request.variant,
+            pid=pid,
             log_path=request.log_path,
-            info={"threads": request.threads},
-        )
+            info={"threads": request.threads, "supervisor_pid": proc.pid,
+                  "environment_s": environment_s},
+        )  # fmt: skip
         try:
-            if request.server_cpus:
-                os.sched_setaffinity(proc.pid, request.server_cpus)
             self._wait_ready(proc, server, request)
         except BaseException:
             self.stop(server)
@@ -142,6 +144,13 @@ class ProcessLauncher(Launcher):
             time.sleep(pause)
             pause = min(pause * 1.5, 0.5)
 
+    def check(self, server: Server) -> str | None:
+        proc = _live.get(server.pid or -1)
+        if proc is None:
+            return None
+        code = proc.poll()
+        return None if code is None else f"server exited with code {code}"
+
     def stop(self, server: Server) -> None:
         if server.pid is None:
             return
@@ -164,6 +173,26 @@ def _fatal_line(log_path: os.PathLike[str] | str, patterns: tuple[str, ...]) -> 
     return None
 
 
+def supervised(argv: list[str], cpus: list[int] | None, grace_s: float) -> list[str]:
+    """`argv` run under the supervisor, owned by this process (see the module doc)."""
+    pinned = ["--cpus", ",".join(map(str, cpus))] if cpus else []
+    return [sys.executable, "-I", str(SUPERVISOR), "--owner", str(os.getpid()),
+            "--grace", f"{grace_s:g}", *pinned, "--", *argv]  # fmt: skip
+
+
+def _server_pid(proc: subprocess.Popen[bytes], wait_s: float = 5.0) -> int:
+    """The server the supervisor started (its first child); the supervisor's own pid when
+    it has exited already (the readiness wait then reports the exit code)."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(psutil.Error):
+            children = psutil.Process(proc.pid).children()
+            if children:
+                return int(children[0].pid)
+        time.sleep(0.005)
+    return proc.pid
+
+
 def _thread_env(threads: int) -> dict[str, str]:
     value = str(threads)
     return {"SERVINGBENCH_THREADS": value, "OMP_NUM_THREADS": value, "MKL_NUM_THREADS": value}
@@ -177,12 +206,13 @@ def _descendants(pid: int) -> list[psutil.Process]:
 
 
 def _terminate(proc: subprocess.Popen[bytes], grace_s: float) -> None:
-    """TERM the process group, wait, KILL what is left (group and strays)."""
+    """TERM the supervisor (it ends the server's group and every descendant), wait, then
+    KILL whatever is left (group and strays) ourselves."""
     family = _descendants(proc.pid)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(grace_s)
+        proc.wait(grace_s + 5)  # the supervisor's own TERM, grace and KILL sequence
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     for child in family:  # a descendant that started its own session escaped the group

@@ -18,15 +18,14 @@ from typing import Any
 
 from harness.errors import ServingBenchError
 from harness.fidelity import FidelityResult
-from harness.llm.workload import GenRequest
-from harness.protocols.openai import OpenAIClient
+from harness.protocols.base import GenerationClient, GenRequest
 
 MIN_MARGIN = 0.01
 ACCOUNTING_REQUESTS = 4
 
 
 def check_generation(
-    client: OpenAIClient,
+    client: GenerationClient,
     check_prompts: list[dict[str, Any]],
     requests: list[GenRequest],
     samples: int,
@@ -35,7 +34,7 @@ def check_generation(
     compared = agreed = 0
     mismatches: list[str] = []
     # greedy probes go to completions (token-id prompts) whatever API the workload uses
-    completions = OpenAIClient(client.base_url, client.model, "completions", client.extra_body)
+    completions = client.for_api("completions")
     try:
         for row in check_prompts[:samples]:
             if row["margin"] < MIN_MARGIN or "\ufffd" in row["next_text"] or not row["next_text"]:

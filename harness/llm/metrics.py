@@ -6,6 +6,8 @@ inter-token latencies (gaps between content chunks), time per output token
 ((end - first token) / (output tokens - 1)), and tokens from the server's usage. Goodput
 is the rate of generations that met both the TTFT and the TPOT limits of the SLO.
 Percentiles follow the harness's minimum-sample rule: NaN when too few samples lie beyond.
+The columns these figures fill are declared by the generate workload
+(harness/workloads/generate.py).
 """
 
 from __future__ import annotations
@@ -16,35 +18,6 @@ import numpy as np
 
 from harness.confidence import enough_samples
 from harness.load.records import StepRecords
-
-LLM_COLUMNS = (
-    "ttft_p50_ms",
-    "ttft_p90_ms",
-    "ttft_p99_ms",
-    "ttft_mean_ms",
-    "itl_p50_ms",
-    "itl_p99_ms",
-    "tpot_mean_ms",
-    "tpot_p50_ms",
-    "tpot_p99_ms",
-    "output_tokens_per_s",
-    "prompt_tokens_per_s",
-    "output_tokens_mean",
-    "prompt_tokens_mean",
-    "llm_goodput_rps",
-    "llm_goodput_fraction",
-    "slo_ttft_ms",
-    "slo_tpot_ms",
-)
-
-
-# what LLM servers report of the same step from their own counters (adapter `breakdown`)
-LLM_SERVER_COLUMNS = (
-    "server_output_tokens",
-    "server_prompt_tokens",
-    "server_prefill_ms",
-    "server_decode_ms",
-)
 
 
 def _pct(values: np.ndarray, q: float) -> float:

@@ -9,13 +9,13 @@ windows decoded, and the server's `usage` tells the real count. Output lengths a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from harness.config import StrictModel
+from harness.protocols.base import GenRequest
 
 
 class FixedLength(StrictModel):
@@ -65,20 +65,15 @@ class WorkloadSpec(StrictModel):
     shared_prefix_tokens: int = Field(
         0, ge=0, description="tokens every prompt starts with (tests prefix caching)"
     )
-    samples: PositiveInt = Field(64, description="distinct requests, cycled by the load")
-
-
-@dataclass(frozen=True)
-class GenRequest:
-    """One generation: a prompt (ids when known, and text) and the output length forced."""
-
-    prompt_ids: tuple[int, ...] | None
-    prompt_text: str
-    max_tokens: int
-
-    @property
-    def prompt_len(self) -> int | None:
-        return len(self.prompt_ids) if self.prompt_ids is not None else None
+    samples: PositiveInt = Field(
+        2048, description="distinct requests, cycled by the load (unique prompts per request "
+        "until a step sends more than this)",
+    )  # fmt: skip
+    prompt_cache: bool = Field(
+        False,
+        description="let servers reuse cached prompt tokens (prefix caching); off: every "
+        "request prefills its whole prompt, and a step served from a cache is not ranked",
+    )
 
 
 def make_requests(spec: WorkloadSpec, tokenizer: Any, seed: int, context: int) -> list[GenRequest]:

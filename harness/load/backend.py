@@ -6,7 +6,7 @@ from types import TracebackType
 from typing import Protocol, TypeVar
 
 from harness.load.endpoints import Endpoint
-from harness.load.engine import StepPlan
+from harness.load.plan import StepPlan
 from harness.load.records import StepRecords
 
 _Self = TypeVar("_Self", bound="ClosingContext")

@@ -7,8 +7,37 @@ framework is behind it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class AnswerCheck:
+    """How the load engine checks answers while it runs, beyond status and framing.
+
+    Every successful answer's body length must lie in [min_bytes, max_bytes] and, for a
+    text protocol, its first byte must be `starts` (`{` for JSON): comparisons, a few
+    nanoseconds. Every `every`-th one is also decoded by `decoder` (a protocol client:
+    picklable, it travels to the load process) and must give `shape` with finite values.
+    A failure is a `bad_response` error, however fast it came back. Decoding an answer costs
+    ~45 us of client CPU inside the load engine on a small box (docs/measurements.md), so one
+    answer in `every` = 64 is decoded: under a microsecond per request on average."""
+
+    min_bytes: int
+    max_bytes: int
+    decoder: Any = None
+    shape: tuple[int, ...] = ()
+    every: int = 64
+    starts: bytes = b""
+
+    def holds(self, body: bytes) -> bool:
+        """The full check of one body (the sampled ones)."""
+        try:
+            outputs = np.asarray(self.decoder.decode(body))
+        except Exception:  # any failure to decode is a bad answer, not a crash
+            return False
+        return outputs.shape == self.shape and bool(np.isfinite(outputs).all())
 
 
 @dataclass(frozen=True)
@@ -16,6 +45,7 @@ class HttpEndpoint:
     host: str
     port: int
     requests: tuple[bytes, ...]  # complete pre-built HTTP/1.1 requests, cycled
+    check: AnswerCheck | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +67,7 @@ class GrpcEndpoint:
     port: int
     method: str  # "/package.Service/Method"
     requests: tuple[bytes, ...]
+    check: AnswerCheck | None = None
 
 
 @dataclass(frozen=True)

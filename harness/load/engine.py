@@ -17,13 +17,12 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from time import perf_counter_ns
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from harness.confidence import make_blocks, stable
+from harness.confidence import make_blocks, settled
 from harness.load.endpoints import (
     Endpoint,
     GrpcEndpoint,
@@ -31,6 +30,7 @@ from harness.load.endpoints import (
     InProcessEndpoint,
     StreamEndpoint,
 )
+from harness.load.plan import StepPlan
 from harness.load.records import StepRecords
 from harness.load.sse import stream_columns_of
 
@@ -38,38 +38,6 @@ COARSE_MARGIN_NS = 2_000_000  # timer sleeps stop this early (libuv timers: 1 ms
 FINE_MIN_NS = 60_000  # below this, a thread hop costs more than it saves: send on next turn
 EXPIRE_EVERY_S = 0.05
 LATE_START_MS = 5.0  # a fanned-out process starting later than this skews the merged step
-
-
-@dataclass(frozen=True)
-class StepPlan:
-    mode: Literal["closed", "open"]
-    duration_s: float
-    warmup_s: float = 0.0
-    concurrency: int = 1
-    rate: float = 0.0
-    arrival: Literal["constant", "poisson"] = "poisson"
-    timeout_s: float = 10.0
-    max_connections: int = 2048
-    max_requests: int = 2_000_000
-    seed: int = 0
-    keep_bodies: bool = False
-    # Extend an unstable step up to this long, checking every stability window; None: fixed.
-    max_duration_s: float | None = None
-    stability: tuple[float, int, float, float] | None = None  # window_s, windows, tol, q
-    # Several load processes start together at this perf_counter_ns() (CLOCK_MONOTONIC is
-    # shared by all processes), so their records share one t0 and merge directly.
-    start_at_ns: int | None = None
-    phase_s: float = 0.0  # shift of a constant schedule (interleaves split load processes)
-
-    @property
-    def label(self) -> str:
-        if self.mode == "closed":
-            return f"closed c={self.concurrency}"
-        return f"open {self.rate:g}/s {self.arrival}"
-
-    @property
-    def level(self) -> float:
-        return float(self.concurrency if self.mode == "closed" else self.rate)
 
 
 def arrival_offsets_ns(plan: StepPlan) -> np.ndarray:
@@ -120,6 +88,7 @@ def _make_transport(endpoint: Endpoint, plan: StepPlan, on_done: Any) -> Any:
             on_done,
             max_connections=plan.max_connections,
             keep_bodies=plan.keep_bodies,
+            check=endpoint.check,
         )
     if isinstance(endpoint, StreamEndpoint):
         from harness.load.sse import StreamPool
@@ -142,6 +111,7 @@ def _make_transport(endpoint: Endpoint, plan: StepPlan, on_done: Any) -> Any:
             list(endpoint.requests),
             on_done,
             keep_bodies=plan.keep_bodies,
+            check=endpoint.check,
         )
     if isinstance(endpoint, InProcessEndpoint):
         from harness.load.inprocess import InProcessTransport
@@ -165,6 +135,7 @@ async def run_step(endpoint: Endpoint, plan: StepPlan) -> StepRecords:
     rec = _Recorder()
     done = loop.create_future()
     state: dict[str, int] = {"stop_ns": 0, "outstanding": 0, "next": 0, "dispatched_all": 0}
+    ending: dict[str, Any] = {}  # what ended the step (harness/columns.py `ended_by`)
 
     def on_done(intended: int, sent: int, end: int, status: int, error: int, index: int) -> None:
         rec.add(intended, sent, end, status, error)
@@ -192,7 +163,7 @@ async def run_step(endpoint: Endpoint, plan: StepPlan) -> StepRecords:
     late_ms = (perf_counter_ns() - t0) / 1e6  # > 0 when this process got its plan too late
     try:
         state["stop_ns"] = t0 + int((plan.warmup_s + _longest(plan)) * 1e9)
-        monitor = loop.create_task(_watch_stability(plan, rec, state, t0))
+        monitor = loop.create_task(_watch_end(plan, rec, state, ending, t0))
         if plan.mode == "closed":
             for _ in range(plan.concurrency):
                 state["outstanding"] += 1
@@ -204,6 +175,8 @@ async def run_step(endpoint: Endpoint, plan: StepPlan) -> StepRecords:
             offsets = arrival_offsets_ns(plan) + t0
             await _pace(transport, offsets, state)
             monitor.cancel()
+            if "ended_by" not in ending:  # the schedule ran out first: its longest window
+                _ran_out(plan, rec, ending, t0)
             state["dispatched_all"] = True
         if state["outstanding"] > 0:
             # Drain: the slowest requests are the last to finish; never drop them.
@@ -241,6 +214,7 @@ async def run_step(endpoint: Endpoint, plan: StepPlan) -> StepRecords:
                 else {}
             ),
             **({"late_start_ms": late_ms} if plan.start_at_ns and late_ms > LATE_START_MS else {}),
+            **{k: v for k, v in ending.items() if k != "was"},
         },
         t0_ns=t0,
         stream=stream,
@@ -248,34 +222,73 @@ async def run_step(endpoint: Endpoint, plan: StepPlan) -> StepRecords:
 
 
 def _longest(plan: StepPlan) -> float:
-    return max(plan.duration_s, plan.max_duration_s or 0.0) if plan.stability else plan.duration_s
+    """The step's longest measured window: only a plan that may extend runs past duration_s."""
+    if _extends(plan):
+        return max(plan.duration_s, plan.max_duration_s or 0.0)
+    return plan.duration_s
 
 
-async def _watch_stability(plan: StepPlan, rec: _Recorder, state: dict[str, int], t0: int) -> None:
-    """Sleep the step's duration; then, if the plan asks, extend window by window until the
-    last windows agree (or the maximum is reached). Moves `stop_ns` to the chosen end."""
+def _extends(plan: StepPlan) -> bool:
+    wants = plan.min_samples > 0 or (plan.settle and plan.stability is not None)
+    return wants and (plan.max_duration_s or 0.0) > plan.duration_s
+
+
+async def _watch_end(
+    plan: StepPlan, rec: _Recorder, state: dict[str, int], ending: dict[str, Any], t0: int
+) -> None:
+    """Sleep the step's duration; then, while it lacks samples for its percentiles (or, if
+    asked, its last windows disagree), extend it window by window up to its maximum. Moves
+    `stop_ns` to the chosen end, always a whole window past the minimum (an open-loop
+    schedule is cut at a window's edge, never inside one), and says what ended it."""
     min_end = t0 + int((plan.warmup_s + plan.duration_s) * 1e9)
     await asyncio.sleep(plan.warmup_s + plan.duration_s)
     while perf_counter_ns() < min_end:  # uvloop's ms timers may wake a little early
         await asyncio.sleep(0.001)
-    if plan.stability is None or not plan.max_duration_s or plan.max_duration_s <= plan.duration_s:
+    if not _extends(plan):
         state["stop_ns"] = min_end
+        ending["ended_by"] = "duration"
         return
-    window_s, windows, tolerance, q = plan.stability
+    window_s, windows, tolerance, q = plan.stability or (1.0, 3, 0.10, 99.0)
+    window_ns = int(window_s * 1e9)
     warmup_ns = t0 + int(plan.warmup_s * 1e9)
-    while perf_counter_ns() < state["stop_ns"]:
-        # judge whole windows that ended one window ago, so stragglers have landed
+    last_end = state["stop_ns"]  # t0 + warm-up + the longest window
+    lacking: list[str] = []
+    while True:
         now = perf_counter_ns()
-        judged_end = now - int(window_s * 1e9)
+        edge = min(min_end + (now - min_end) // window_ns * window_ns, last_end)
         intended = np.asarray(rec.intended, np.int64)
-        latency = (np.asarray(rec.end, np.int64) - intended) / 1e6
-        ok = (np.asarray(rec.error) == 0) & (intended >= warmup_ns) & (intended < judged_end)
-        blocks = make_blocks(intended[ok], latency[ok], warmup_ns, judged_end, window_s)
-        if stable(blocks, q, windows, tolerance, check_rate=plan.mode == "closed"):
-            state["stop_ns"] = max(now, min_end)
+        ok = (np.asarray(rec.error) == 0) & (intended >= warmup_ns)
+        count = int((ok & (intended < edge)).sum())
+        lacking = [] if count >= plan.min_samples else ["samples"]
+        if plan.settle and plan.stability is not None:
+            # judge whole windows that ended one window ago, so stragglers have landed
+            judged = max(warmup_ns, edge - window_ns)
+            latency = (np.asarray(rec.end, np.int64) - intended) / 1e6
+            mask = ok & (intended < judged)
+            blocks = make_blocks(intended[mask], latency[mask], warmup_ns, judged, window_s)
+            if not settled(blocks, q, windows, tolerance, check_rate=plan.mode == "closed"):
+                lacking.append("settled")
+        if not lacking or edge >= last_end:
+            state["stop_ns"] = edge
+            if not lacking:
+                ending["ended_by"] = "duration" if edge == min_end else ending.get("was", "samples")
+            else:
+                ending["ended_by"] = "max_duration"
+                if "samples" in lacking:
+                    ending["samples_needed"] = plan.min_samples
+                    ending["samples_had"] = count
             return
-        await asyncio.sleep(window_s)
-    state["stop_ns"] = min(state["stop_ns"], perf_counter_ns())
+        ending["was"] = "samples" if "samples" in lacking else "settled"
+        next_edge = edge + window_ns
+        await asyncio.sleep(max(0.0, (next_edge - perf_counter_ns()) / 1e9) + 0.005)
+
+
+def _ran_out(plan: StepPlan, rec: _Recorder, ending: dict[str, Any], t0: int) -> None:
+    ending["ended_by"] = "max_duration" if _extends(plan) else "duration"
+    intended = np.asarray(rec.intended, np.int64)
+    ok = (np.asarray(rec.error) == 0) & (intended >= t0 + int(plan.warmup_s * 1e9))
+    if int(ok.sum()) < plan.min_samples:
+        ending["samples_needed"], ending["samples_had"] = plan.min_samples, int(ok.sum())
 
 
 def _preopen(plan: StepPlan) -> int:

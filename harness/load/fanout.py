@@ -10,26 +10,43 @@ is what decides whether the load generator was the bottleneck.
 from __future__ import annotations
 
 import dataclasses
+import math
 from time import perf_counter_ns
+from typing import Any
 
 import numpy as np
 
 from harness.load.backend import ClosingContext
 from harness.load.endpoints import Endpoint
-from harness.load.engine import StepPlan
+from harness.load.plan import StepPlan
 from harness.load.records import StepRecords, StreamColumns
 from harness.load.worker import LoadProcess
 
 START_LEAD_NS = 300_000_000  # time for every process to receive its plan and connect
 
 
+_END_ORDER = {"duration": 1, "samples": 2, "settled": 3, "max_duration": 4}
+
+
+def _ending(parts: list[StepRecords]) -> dict[str, Any]:
+    """What ended the merged step: the process that ran longest for it."""
+    last = max((p.extra for p in parts), key=lambda e: _END_ORDER.get(str(e.get("ended_by")), 0))
+    keys = ("ended_by", "samples_needed", "samples_had")
+    found = {k: last[k] for k in keys if k in last}
+    if "samples_had" in found:  # every process counts only its own
+        found["samples_had"] = sum(int(p.extra.get("samples_had", 0)) for p in parts)
+        found["samples_needed"] = sum(int(p.extra.get("samples_needed", 0)) for p in parts)
+    return found
+
+
 def split(plan: StepPlan, parts: int) -> list[StepPlan]:
-    """One plan per load process; they add up to `plan`."""
+    """One plan per load process; they add up to `plan` (its sample count too)."""
     if parts == 1:
         return [plan]
     if plan.mode == "closed":
         shares = [plan.concurrency // parts + (i < plan.concurrency % parts) for i in range(parts)]
-        return [dataclasses.replace(plan, concurrency=c, seed=plan.seed + i)
+        return [dataclasses.replace(plan, concurrency=c, seed=plan.seed + i,
+                                    min_samples=math.ceil(plan.min_samples * c / plan.concurrency))
                 for i, c in enumerate(shares) if c > 0]  # fmt: skip
     return [
         dataclasses.replace(
@@ -37,6 +54,7 @@ def split(plan: StepPlan, parts: int) -> list[StepPlan]:
             rate=plan.rate / parts,
             seed=plan.seed + 7919 * i,
             phase_s=(plan.phase_s + i / plan.rate),
+            min_samples=math.ceil(plan.min_samples / parts),
         )
         for i in range(parts)
     ]
@@ -76,6 +94,8 @@ def merge(parts: list[StepRecords]) -> StepRecords:
             "processes": len(parts),
             "client_cpu_s_per_process": [p.client_cpu_s for p in parts],
             "late_start_ms": max(p.extra.get("late_start_ms", 0.0) for p in parts),
+            # the step ended when its last process did; one short of samples says so
+            **_ending(parts),
         },
     )
 

@@ -4,7 +4,7 @@ Same interface as `HttpPool` (submit / expire / close, `errors`, `cap_hit`, `ope
 `in_flight`, the `on_done` callback). Requests are protobuf bytes built before the load and
 the call has no serializers, so nothing is encoded per request. One channel: HTTP/2
 multiplexes every call on one connection, as real gRPC clients do. grpc.aio costs ~100 us
-of client CPU per call here (FRAMEWORKS.md), several times the HTTP/1.1 pool: the report's
+of client CPU per call here (docs/measurements.md), several times the HTTP/1.1 pool: the report's
 client-CPU column says when that limits a step.
 
 Outcomes are recorded like HTTP: status 200 for OK; a status the server answered maps to
@@ -22,12 +22,14 @@ from time import perf_counter_ns
 import grpc
 import grpc.aio
 
+from harness.load.endpoints import AnswerCheck
 from harness.load.http import DoneCallback
 from harness.load.records import (
     ERR_CONNECT,
     ERR_CONNECTION,
     ERR_HTTP_STATUS,
     ERR_NONE,
+    ERR_PROTOCOL,
     ERR_TIMEOUT,
 )
 
@@ -56,10 +58,13 @@ class GrpcPool:
         requests: list[bytes],
         on_done: DoneCallback,
         keep_bodies: bool = False,
+        check: AnswerCheck | None = None,
     ) -> None:
         self.requests = requests
         self.on_done = on_done
         self.keep_bodies = keep_bodies
+        self.check = check
+        self._sent = 0
         self.target = f"{host}:{port}"
         self.errors: list[str] = []
         self.bodies: dict[int, bytes] = {}
@@ -76,10 +81,11 @@ class GrpcPool:
 
     def submit(self, index: int, intended_ns: int) -> None:
         sent = perf_counter_ns()
-        task = self._loop.create_task(self._one(index, intended_ns, sent))
+        self._sent += 1
+        task = self._loop.create_task(self._one(index, intended_ns, sent, self._sent))
         self._live[task] = sent
 
-    async def _one(self, index: int, intended: int, sent: int) -> None:
+    async def _one(self, index: int, intended: int, sent: int, nth: int) -> None:
         task = asyncio.current_task()
         try:
             body = await self._call(self.requests[index % len(self.requests)])
@@ -94,11 +100,26 @@ class GrpcPool:
             self._answered += 1
             if self.keep_bodies:
                 self.bodies[index] = body
+            if self.check is not None and not self._answer_ok(body, nth):
+                code = ERR_PROTOCOL
         end = perf_counter_ns()
         self._live.pop(task, None)  # type: ignore[arg-type]
         self._expired.discard(task)
         if not self._closed:
             self.on_done(intended, sent, end, status, code, index)
+
+    def _answer_ok(self, body: bytes, nth: int) -> bool:
+        """The answer check (see AnswerCheck): every length, every `every`-th body in full."""
+        check = self.check
+        assert check is not None
+        if not check.min_bytes <= len(body) <= check.max_bytes:
+            self._note(f"bad answer: {len(body)} bytes, expected "
+                       f"{check.min_bytes}-{check.max_bytes}")  # fmt: skip
+            return False
+        if nth % check.every == 0 and not check.holds(body):
+            self._note(f"bad answer: not {list(check.shape)} finite outputs: {body[:120]!r}")
+            return False
+        return True
 
     def _failure(self, exc: grpc.aio.AioRpcError) -> tuple[int, int]:
         status = exc.code()

@@ -1,6 +1,6 @@
 """The load engine's HTTP/1.1 client: the hot path, written by hand on purpose.
 
-Measured on a 2-core box (FRAMEWORKS.md): aiohttp costs ~57 us of client CPU per request,
+Measured on a 2-core box (docs/measurements.md): aiohttp costs ~57 us of client CPU per request,
 httpx ~1.4 ms; a bare asyncio.Protocol writing pre-built request bytes and parsing with
 httptools costs ~13 us. So: requests are pre-encoded bytes, a connection is a Protocol
 whose parser callbacks complete the request directly (no futures, no tasks per request),
@@ -19,6 +19,7 @@ from time import perf_counter_ns
 
 import httptools
 
+from harness.load.endpoints import AnswerCheck
 from harness.load.records import (
     ERR_CONNECT,
     ERR_CONNECTION,
@@ -54,7 +55,8 @@ def build_request(
 
 
 class _Conn(asyncio.Protocol):
-    __slots__ = ("body", "got", "intended", "parser", "pool", "req", "sent", "transport", "uses")
+    __slots__ = ("body", "got", "head", "intended", "nbody", "parser", "pool", "req", "sent",
+                 "transport", "uses")  # fmt: skip
 
     def __init__(self, pool: HttpPool) -> None:
         self.pool = pool
@@ -66,6 +68,8 @@ class _Conn(asyncio.Protocol):
         self.body: list[bytes] | None = None
         self.uses = 0  # requests sent on this connection
         self.got = False  # any response bytes for the current request
+        self.nbody = 0  # body bytes of the current answer
+        self.head = b""  # its first byte
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -86,6 +90,9 @@ class _Conn(asyncio.Protocol):
 
     # httptools callbacks
     def on_body(self, body: bytes) -> None:
+        if not self.nbody:
+            self.head = body[:1]
+        self.nbody += len(body)
         if self.body is not None:
             self.body.append(body)
 
@@ -108,12 +115,15 @@ class HttpPool:
         on_done: DoneCallback,
         max_connections: int = 2048,
         keep_bodies: bool = False,
+        check: AnswerCheck | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.requests = requests
         self.on_done = on_done
         self.max_connections = max_connections
         self.keep_bodies = keep_bodies
+        self.check = check
+        self.sent_count = 0
         self.idle: list[_Conn] = []  # LIFO: reuse the warmest connection
         self.pending: deque[tuple[int, int]] = deque()  # (request index, intended_ns)
         self.busy: set[_Conn] = set()
@@ -170,7 +180,11 @@ class HttpPool:
         conn.intended = intended_ns
         conn.uses += 1
         conn.got = False
-        if self.keep_bodies:
+        conn.nbody = 0
+        conn.head = b""
+        self.sent_count += 1
+        check = self.check
+        if self.keep_bodies or (check is not None and self.sent_count % check.every == 0):
             conn.body = []
         conn.sent = perf_counter_ns()
         self.busy.add(conn)
@@ -187,9 +201,12 @@ class HttpPool:
         intended, sent, index = conn.intended, conn.sent, conn.req
         conn.sent = 0
         self.busy.discard(conn)
+        body = None
         if conn.body is not None:
-            self.bodies[index] = b"".join(conn.body)
+            body = b"".join(conn.body)
             conn.body = None
+            if self.keep_bodies:
+                self.bodies[index] = body
         if keep_alive and self.reuse:
             self._release(conn)
         else:
@@ -197,7 +214,25 @@ class HttpPool:
             if self.pending and self.opened + self.opening < self.max_connections:
                 self._start_connect()
         code = ERR_NONE if status < 400 else ERR_HTTP_STATUS
+        if code == ERR_NONE and self.check is not None and not self._answer_ok(conn, body):
+            code = ERR_PROTOCOL
         self._done(conn, intended, sent, end, status, code, index)
+
+    def _answer_ok(self, conn: _Conn, body: bytes | None) -> bool:
+        """The answer check (see AnswerCheck): every length, the sampled bodies in full."""
+        check, size = self.check, conn.nbody
+        assert check is not None
+        if check.starts and conn.head != check.starts:
+            self._note(f"bad answer: starts with {conn.head!r}, expected {check.starts!r}")
+            return False
+        if not check.min_bytes <= size <= check.max_bytes:
+            self._note(f"bad answer: {size} bytes, expected {check.min_bytes}-{check.max_bytes}"
+                       + (f": {body[:120]!r}" if body is not None else ""))  # fmt: skip
+            return False
+        if body is not None and not check.holds(body):
+            self._note(f"bad answer: not {list(check.shape)} finite outputs: {body[:120]!r}")
+            return False
+        return True
 
     def _done(
         self,

@@ -37,10 +37,10 @@ from typing import Any
 import numpy as np
 
 from harness.errors import LaunchError, ServingBenchError, UnavailableError
-from harness.launchers.process import free_port
+from harness.lifetime import die_with_parent
 from harness.load.backend import ClosingContext
 from harness.load.endpoints import Endpoint, HttpEndpoint
-from harness.load.engine import StepPlan
+from harness.load.plan import StepPlan
 from harness.load.records import (
     ERR_CONNECT,
     ERR_CONNECTION,
@@ -50,6 +50,7 @@ from harness.load.records import (
     ERR_TIMEOUT,
     StepRecords,
 )
+from harness.net import free_port
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 STARTUP_S = 60.0  # importing locust takes seconds per process on a busy 2-core box
@@ -167,6 +168,7 @@ class LocustLoad(ClosingContext):
                 proc = subprocess.Popen(
                     argv, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL, start_new_session=True,
+                    preexec_fn=die_with_parent,  # none outlives servingbench, even a kill -9
                 )  # fmt: skip
             self._procs.append(proc)
             if self.cpus:
@@ -267,9 +269,15 @@ def _collect(
         in_window = int(((sent >= plan.warmup_s * 1e9) & (sent < window_ns)).sum())
         extra.update(note=OPEN_NOTE, user_rate=user_rate,
                      achieved_rate_ratio=in_window / (plan.duration_s * plan.rate))  # fmt: skip
-    if plan.stability is not None and (plan.max_duration_s or 0) > plan.duration_s:
-        extra["stability"] = "not extended: the locust backend runs duration_s as planned"
     sent = sent[order]
+    extra["ended_by"] = "duration"  # locust runs duration_s as planned, never extended
+    ok = int(((error == 0) & (sent >= plan.warmup_s * 1e9) & (sent < window_ns)).sum())
+    if ok < plan.min_samples:
+        extra.update(
+            samples_needed=plan.min_samples,
+            samples_had=ok,
+            stability="not extended: the locust backend runs duration_s as planned",
+        )
     return StepRecords(
         intended_ns=sent,  # locust has no schedule: the intended time is the send time
         sent_ns=sent,

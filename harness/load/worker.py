@@ -17,8 +17,9 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from harness.errors import ServingBenchError
+from harness.lifetime import die_with_parent
 from harness.load.endpoints import Endpoint
-from harness.load.engine import StepPlan
+from harness.load.plan import StepPlan
 from harness.load.records import StepRecords
 
 
@@ -73,6 +74,7 @@ class LoadProcess:
 
 
 def _main(conn: Connection, cpus: list[int] | None) -> None:
+    die_with_parent()  # a kill -9 of servingbench ends its load processes too, mid-step
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     if cpus:
         os.sched_setaffinity(0, cpus)

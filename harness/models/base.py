@@ -41,7 +41,7 @@ class ModelEntry(Protocol):
 
     name: ClassVar[str]
     config_class: ClassVar[type[StrictModel]]
-    task: ClassVar[str]  # "classify" (tensor in, scores out) or "generate" (an LLM)
+    workload: ClassVar[str]  # its family in harness/workloads: "tensor" or "generate"
 
     def build(self, config: Any) -> Any: ...
 

@@ -109,7 +109,7 @@ def _train(config: DigitsCnnConfig, out: Path) -> None:
 
 class DigitsCnn:
     name: ClassVar[str] = "digits-cnn"
-    task: ClassVar[str] = "classify"
+    workload: ClassVar[str] = "tensor"
     config_class: ClassVar[type[StrictModel]] = DigitsCnnConfig
 
     def make_module(self, config: Any) -> Any:

@@ -128,7 +128,6 @@ class LlmBundle:
     gguf_file: Path | None  # a given .gguf (llama.cpp); built models make GGUF per variant
     config: TinyLlamaConfig | None  # None: a user's model of unknown make-up
     meta: dict[str, Any] = field(default_factory=dict)
-    task: ClassVar[str] = "generate"
 
     def tokenizer(self) -> Any:
         """The `tokenizers.Tokenizer` (None for a bare GGUF: the server counts for us)."""
@@ -274,7 +273,7 @@ def _build(c: TinyLlamaConfig, out: Path) -> None:
 
 class TinyLlama:
     name: ClassVar[str] = "tiny-llama"
-    task: ClassVar[str] = "generate"
+    workload: ClassVar[str] = "generate"
     config_class: ClassVar[type[StrictModel]] = TinyLlamaConfig
 
     def make_module(self, config: Any) -> Any:

@@ -1,24 +1,59 @@
-"""A protocol client turns model inputs into request bodies and response bodies into outputs.
+"""Protocol clients: what an adapter hands the harness for one started server.
 
-Bodies are encoded once before the load starts (the engine only writes bytes); `infer`
-is the slow-but-simple path used for fidelity checks and probes, through httpx.
+A client pre-builds the load engine's requests (`endpoint`) and offers a slow-but-simple
+path for fidelity checks and probes (through httpx). Each workload family expects its own
+kind of client:
+
+- `TensorClient` (tensor inference): `infer(batch)` and `endpoint(instances)`; the wire
+  protocols derive from `ProtocolClient`, which turns a batch into a request body and a
+  response body back into outputs;
+- `GenerationClient` (text generation): `generate(request)` and `endpoint(requests)`, with
+  `GenRequest` the request every generative protocol carries.
+
+Bodies are encoded once before the load starts: the engine only writes bytes.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import httpx
 import numpy as np
 
 from harness.errors import ProtocolError
-from harness.load.endpoints import Endpoint, HttpEndpoint
+from harness.load.endpoints import AnswerCheck, Endpoint, HttpEndpoint
 from harness.load.http import build_request
 
 
-class ProtocolClient(ABC):
+class Client(ABC):
+    """What the load engine is handed for one served target."""
+
     name: ClassVar[str]
+
+    @abstractmethod
+    def endpoint(self, payloads: Any) -> Endpoint:
+        """Pre-built requests for the load engine, one per payload, cycled."""
+
+
+class TensorClient(Client):
+    """Tensors in, tensors out: the tensor-inference family's client."""
+
+    @abstractmethod
+    def infer(self, batch: np.ndarray, timeout_s: float = 30.0) -> np.ndarray:
+        """Outputs (N, ...) for `batch` (N instances), sent as one request."""
+
+    @abstractmethod
+    def endpoint(self, instances: np.ndarray, expected: np.ndarray | None = None) -> Endpoint:
+        """Pre-built requests, one instance each; with the `expected` outputs, the load
+        engine also checks the shape of the answers while it runs."""
+
+
+class ProtocolClient(TensorClient):
+    """A tensor protocol on the wire: a batch becomes a body, a body becomes outputs."""
+
     method: ClassVar[str] = "POST"
     content_type: ClassVar[str] = "application/json"
 
@@ -57,7 +92,23 @@ class ProtocolClient(ABC):
             )
         return self.decode(response.content)
 
-    def endpoint(self, instances: np.ndarray) -> Endpoint:
+    # the first byte of every answer (JSON protocols: an object); b"" where it varies
+    answer_starts: ClassVar[bytes] = b"{"
+
+    def answer_bounds(self, values: int) -> tuple[int, int]:
+        """The body size (bytes) of an answer of `values` numbers: a text protocol's (a
+        binary one overrides it with its exact tensor size plus a header)."""
+        return 2 * values, 64 * values + 1024
+
+    def answer_check(self, expected: np.ndarray | None) -> AnswerCheck | None:
+        """What the load engine checks in this protocol's answers to one instance."""
+        if expected is None:
+            return None
+        shape = (1, *expected.shape[1:])
+        low, high = self.answer_bounds(int(np.prod(shape)))
+        return AnswerCheck(low, high, decoder=self, shape=shape, starts=self.answer_starts)
+
+    def endpoint(self, instances: np.ndarray, expected: np.ndarray | None = None) -> Endpoint:
         """Pre-built requests, one instance each, for the load engine."""
         url = httpx.URL(self.base_url)
         host, port = url.host, url.port or 80
@@ -69,4 +120,41 @@ class ProtocolClient(ABC):
             )
             for body in bodies
         )  # fmt: skip
-        return HttpEndpoint(host=host, port=port, requests=requests)
+        return HttpEndpoint(host, port, requests, self.answer_check(expected))
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    """One generation: a prompt (ids when known, and text) and the output length forced."""
+
+    prompt_ids: tuple[int, ...] | None
+    prompt_text: str
+    max_tokens: int
+
+    @property
+    def prompt_len(self) -> int | None:
+        return len(self.prompt_ids) if self.prompt_ids is not None else None
+
+
+class GenerationClient(Client):
+    """Text generation, streamed: the generative family's client."""
+
+    api: Literal["completions", "chat"] = "completions"
+
+    @abstractmethod
+    def for_api(self, api: Literal["completions", "chat"]) -> GenerationClient:
+        """The same server and model through another API (completions or chat)."""
+
+    @abstractmethod
+    def generate(
+        self,
+        req: GenRequest,
+        stream: bool = True,
+        max_tokens: int | None = None,
+        timeout_s: float = 60.0,
+    ) -> Any:
+        """One generation by the slow path (fidelity checks): a `Generation`."""
+
+    @abstractmethod
+    def endpoint(self, requests: Sequence[GenRequest]) -> Endpoint:
+        """Pre-built streamed requests, one per generation."""

@@ -9,6 +9,7 @@ reports how many tokens it did. Bodies are built once; the load engine streams t
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from time import perf_counter_ns
 from typing import Any, Literal
@@ -16,10 +17,10 @@ from typing import Any, Literal
 import httpx
 
 from harness.errors import ProtocolError
-from harness.llm.workload import GenRequest
 from harness.load.endpoints import StreamEndpoint
 from harness.load.http import build_request
 from harness.load.sse import chunk_text
+from harness.protocols.base import GenerationClient, GenRequest
 
 PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 
@@ -39,7 +40,7 @@ class Generation:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class OpenAIClient:
+class OpenAIClient(GenerationClient):
     name = "openai"
 
     def __init__(
@@ -54,6 +55,9 @@ class OpenAIClient:
         self.api = api
         self.path = PATHS[api]
         self.extra_body = extra_body or {}
+
+    def for_api(self, api: Literal["completions", "chat"]) -> OpenAIClient:
+        return OpenAIClient(self.base_url, self.model, api, self.extra_body)
 
     def body(self, req: GenRequest, stream: bool = True, max_tokens: int | None = None) -> bytes:
         payload: dict[str, Any] = {
@@ -72,7 +76,7 @@ class OpenAIClient:
             payload["prompt"] = list(req.prompt_ids) if req.prompt_ids else req.prompt_text
         return json.dumps(payload, separators=(",", ":")).encode()
 
-    def endpoint(self, requests: list[GenRequest]) -> StreamEndpoint:
+    def endpoint(self, requests: Sequence[GenRequest]) -> StreamEndpoint:
         url = httpx.URL(self.base_url)
         host, port = url.host, url.port or 80
         built = tuple(

@@ -4,7 +4,8 @@
     v2-binary  the same, with tensor bytes after the JSON header (Triton's binary tensor
                extension: `Inference-Header-Content-Length` says where the JSON ends;
                `binary_data_output` asks for the answer in the same form)
-    v2-grpc    inference.GRPCInferenceService/ModelInfer, tensors in raw_*_contents
+    v2-grpc    inference.GRPCInferenceService/ModelInfer, tensors in raw_*_contents, with
+               the generated messages of `tritonclient.grpc` (encoded once before the load)
 
 `path` names the model the v2 way (`/v2/models/<m>/infer`) for all three; the gRPC client
 reads the model name from it and takes `grpc://host:port` (or `http://host:port`, the
@@ -22,8 +23,13 @@ import numpy as np
 
 from harness.errors import ProtocolError
 from harness.load.endpoints import Endpoint, GrpcEndpoint
-from harness.protocols import protowire
 from harness.protocols.base import ProtocolClient
+
+GRPC_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+# a ModelInferResponse's typed contents, by datatype (when the server sent no raw bytes)
+_TYPED = {"FP32": "fp32_contents", "FP64": "fp64_contents", "INT64": "int64_contents",
+          "INT32": "int_contents", "INT16": "int_contents", "INT8": "int_contents",
+          "UINT8": "uint_contents", "BOOL": "bool_contents"}  # fmt: skip
 
 DTYPES = {"FP32": "<f4", "FP64": "<f8", "FP16": "<f2", "INT64": "<i8", "INT32": "<i4",
           "INT16": "<i2", "INT8": "i1", "UINT8": "u1", "BOOL": "?"}  # fmt: skip
@@ -97,6 +103,9 @@ class V2BinaryClient(V2Client):
         header = {"inputs": [tensor], "parameters": {"binary_data_output": True}}
         return json.dumps(header, separators=(",", ":")).encode() + raw
 
+    def answer_bounds(self, values: int) -> tuple[int, int]:
+        return 4 * values, 4 * values + 2048  # the JSON header and the raw FP32 tensor
+
     def extra_headers(self, body: bytes) -> dict[str, str]:
         return {HEADER_LENGTH: str(_split(body)[1])}
 
@@ -132,6 +141,7 @@ def _split(body: bytes) -> tuple[dict[str, Any], int]:
 class V2GrpcClient(V2Client):
     name: ClassVar[str] = "v2-grpc"
     content_type: ClassVar[str] = "application/grpc"
+    answer_starts: ClassVar[bytes] = b""  # protobuf: any first byte
 
     def __init__(
         self,
@@ -148,20 +158,34 @@ class V2GrpcClient(V2Client):
         self.host, self.port = url.host, url.port
 
     def encode(self, batch: np.ndarray) -> bytes:
+        from tritonclient.grpc import service_pb2 as pb  # the generated Open Inference messages
+
         batch = np.asarray(batch, np.float32)
-        raw = np.ascontiguousarray(batch, "<f4").tobytes()
-        return protowire.encode_infer_request(
-            self.model, [(self.input_name, "FP32", batch.shape, raw)], (self.output_name,),
-            self.version,
-        )  # fmt: skip
+        request = pb.ModelInferRequest(model_name=self.model, model_version=self.version)
+        tensor = request.inputs.add(name=self.input_name, datatype="FP32")
+        tensor.shape.extend(batch.shape)
+        request.outputs.add(name=self.output_name)
+        request.raw_input_contents.append(np.ascontiguousarray(batch, "<f4").tobytes())
+        return bytes(request.SerializeToString())
 
     def decode(self, body: bytes) -> np.ndarray:
+        from google.protobuf.message import DecodeError
+        from tritonclient.grpc import service_pb2 as pb
+
         try:
-            outputs = protowire.decode_infer_response(body)
-        except ValueError as exc:
+            answer = pb.ModelInferResponse.FromString(body)
+        except DecodeError as exc:
             raise ProtocolError(f"not a ModelInferResponse ({exc}): {body[:200]!r}") from exc
-        metas = [{"name": t.name, "datatype": t.datatype, "shape": t.shape} for t, _ in outputs]
-        return self._tensor(metas, [raw for _, raw in outputs])
+        metas: list[dict[str, Any]] = []
+        for out in answer.outputs:
+            meta = {"name": out.name, "datatype": out.datatype, "shape": list(out.shape)}
+            if not answer.raw_output_contents and out.datatype in _TYPED:
+                meta["data"] = list(getattr(out.contents, _TYPED[out.datatype]))
+            metas.append(meta)
+        raw = list(answer.raw_output_contents) or [None] * len(metas)
+        if len(raw) != len(metas):
+            raise ProtocolError(f"ModelInferResponse: {len(metas)} outputs, {len(raw)} raw")
+        return self._tensor(metas, raw)
 
     def infer(self, batch: np.ndarray, timeout_s: float = 30.0) -> np.ndarray:
         import grpc  # only gRPC targets need grpcio (the `triton` extra)
@@ -170,7 +194,7 @@ class V2GrpcClient(V2Client):
 
         target = f"{self.host}:{self.port}"
         with grpc.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
-            call = channel.unary_unary(protowire.METHOD)  # bytes in, bytes out
+            call = channel.unary_unary(GRPC_METHOD)  # bytes in, bytes out
             try:
                 body = call(self.encode(batch), timeout=timeout_s)
             except grpc.RpcError as exc:
@@ -178,6 +202,10 @@ class V2GrpcClient(V2Client):
                 raise ProtocolError(f"grpc://{target} ModelInfer: {code.name}: {details}") from exc
         return self.decode(body)
 
-    def endpoint(self, instances: np.ndarray) -> Endpoint:
+    def answer_bounds(self, values: int) -> tuple[int, int]:
+        return 4 * values, 4 * values + 2048  # raw FP32 contents and the message around them
+
+    def endpoint(self, instances: np.ndarray, expected: np.ndarray | None = None) -> Endpoint:
         requests = tuple(self.encode(x[None]) for x in instances)
-        return GrpcEndpoint(self.host, self.port, protowire.METHOD, requests)
+        check = self.answer_check(expected)
+        return GrpcEndpoint(self.host, self.port, GRPC_METHOD, requests, check)

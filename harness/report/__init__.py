@@ -2,14 +2,15 @@
 
 The run folder is the only input (see `harness.results`): the report can be re-rendered at
 any time, including for a run that is still going or that died part way. Every string read
-from the folder is escaped by jinja's autoescaping; the only generated markup is the chart
-data URIs, which are plain base64 and need no `|safe`.
+from the folder is escaped by jinja's autoescaping. Two things are inlined with `|safe`: the
+vega JavaScript bundle (a package's file, not the run's) and the charts' Vega-Lite specs,
+JSON with `<`, `>` and `&` escaped (`interactive.spec_json`), which no string can break out
+of. PNG charts are base64 data URIs.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shlex
 from functools import lru_cache
 from pathlib import Path
@@ -17,24 +18,25 @@ from typing import Any
 
 import jinja2
 
-from harness.report import charts, fmt
+from harness.report import charts, fmt, interactive
 from harness.report.comparison import NA_LEGEND, comparison, stability_rule
 from harness.report.data import (
     RunData,
     RunFolderError,
     aggregate_steps,
-    folder_listing,
     label_order,
     latency_samples,
     load_run,
-    log_tail,
 )
+from harness.report.decision import Decision, cents, decide, price_text
 from harness.report.llm_view import SKIPPED_STATUS, llm_section
+from harness.report.matrix import matrices
 from harness.report.resources_view import accuracy_chart, resources_chart
 from harness.report.search_view import search_chart, searches
-from harness.report.summary import summarize, trust_reasons
+from harness.report.summary import trust_reasons
 from harness.report.timeline import timeline
 from harness.report.verdicts_view import Verdicts, load_verdicts, verdict_tables
+from harness.results import write_atomically
 
 __all__ = ["RunFolderError", "render_report"]
 
@@ -42,16 +44,14 @@ TEMPLATE = "template.html.j2"
 FIDELITY_KEYS = ("passed", "samples", "max_abs_diff", "agreement", "message")
 
 
-def render_report(run_dir: Path, out: Path | None = None) -> Path:
-    """Write the HTML report for `run_dir` (default `<run_dir>/report.html`); return its path."""
-    run_dir = Path(run_dir)
-    out = Path(out) if out is not None else run_dir / "report.html"
-    data = load_run(run_dir)
-    html = _environment().get_template(TEMPLATE).render(**_context(data, out))
+def render_report(run_dir: Path, out: Path | None = None, static: bool = False) -> Path:
+    """Write the HTML report for `run_dir` (default `<run_dir>/report.html`); return its path.
+    `static`: every chart a PNG (no JavaScript), as for a page that must print or mail."""
+    data = load_run(Path(run_dir))
+    out = Path(out) if out is not None else data.report_path
+    html = _environment().get_template(TEMPLATE).render(**_context(data, out, static))
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, out)
+    write_atomically(out, html.encode("utf-8"))
     return out
 
 
@@ -77,7 +77,7 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def _context(data: RunData, out: Path) -> dict[str, Any]:
+def _context(data: RunData, out: Path, static: bool = False) -> dict[str, Any]:
     agg = aggregate_steps(data.steps)
     labels = label_order(data.steps)
     targets = data.target_names()
@@ -85,10 +85,16 @@ def _context(data: RunData, out: Path) -> dict[str, Any]:
     verdicts = load_verdicts(data)
     marks = {name: "fidelity failed" for name in data.fidelity_failed()}
     slo_searches = searches(data)
+    summary = _built_summary(data)
+    line = timeline(data, marks)
+    decision = (decide(data, summary, verdicts) if summary is not None
+                else Decision("No target can be recommended.", None, "req/s",
+                              why_none=["no step finished"]))  # fmt: skip
     return {
         "header": _header(data),
         "has_steps": not data.steps.empty,
-        "summary": summarize(data, agg, labels, verdicts),
+        "decision": decision,
+        "matrices": matrices(data, agg, labels, verdicts, decision.pick),
         "verdicts_source": verdicts.source,
         "verdicts_note": verdicts.note,
         "problems": _problems(data, record_notes, verdicts),
@@ -99,23 +105,55 @@ def _context(data: RunData, out: Path) -> dict[str, Any]:
         "searches": slo_searches,
         "llm": llm_section(data, labels, targets, marks),
         "charts": {
-            "latency": charts.latency_vs_throughput(agg, targets, data.slo_ms, marks),
-            "throughput": charts.throughput_bars(agg, labels, targets, marks),
-            "concurrency": charts.throughput_vs_concurrency(agg, targets, marks),
-            "cdfs": [
-                (label, charts.latency_cdf(samples.get(label, {}), targets, data.slo_ms, marks))
-                for label in labels
-            ],
+            **(_static_charts(agg, labels, targets, samples, data.slo_ms, marks) if static else {}),
+            **(
+                {"concurrency": charts.throughput_vs_concurrency(agg, targets, marks)}
+                if static
+                else {}
+            ),
             "search": search_chart(data, slo_searches, marks),
-            "timeline": timeline(data, marks),
+            "timeline": line,
             "resources": resources_chart(data),
             "accuracy": accuracy_chart(data, agg),
         },
         "variants": _variants(data),
         "targets": _targets(data),
         "provenance": _provenance(data),
-        "files": folder_listing(data.path, exclude=out),
-        "answers": _answers(data),
+        "files": data.listing(exclude=out),
+        "answers": _answers(data, summary),
+        "interactive": None
+        if static
+        else _interactive(data, agg, labels, targets, samples, decision, line),
+    }
+
+
+def _static_charts(agg: Any, labels: list[str], targets: list[str], samples: Any,
+                   slo_ms: float | None, marks: dict[str, str]) -> dict[str, Any]:  # fmt: skip
+    return {
+        "latency": charts.latency_vs_throughput(agg, targets, slo_ms, marks),
+        "throughput": charts.throughput_bars(agg, labels, targets, marks),
+        "cdfs": [(label, charts.latency_cdf(samples.get(label, {}), targets, slo_ms, marks))
+                 for label in labels],
+    }  # fmt: skip
+
+
+def _interactive(data: RunData, agg: Any, labels: list[str], targets: list[str], samples: Any,
+                 decision: Decision, line: Any) -> dict[str, Any]:  # fmt: skip
+    """Vega-Lite specs (as script-safe JSON) and the inlined JavaScript that draws them."""
+    floors = data.baselines()
+    order = interactive.ranking_order(decision.table, agg, targets, floors)
+    specs = {
+        "latency": interactive.latency_vs_throughput(agg, data.steps, order, floors, data.slo_ms),
+        "throughput": interactive.throughput_by_step(agg, data.steps, order, floors, labels),
+        "cdf": interactive.latency_cdf(samples, order, floors, labels),
+        "concurrency": interactive.throughput_vs_concurrency(agg, data.steps, order, floors),
+        "timeline": interactive.over_time(line.latency, order, floors, line.label, data.slo_ms)
+        if line is not None else None,
+    }  # fmt: skip
+    return {
+        "specs": {k: interactive.spec_json(v) for k, v in specs.items() if v is not None},
+        "javascript": interactive.javascript(),
+        "floor": ", ".join(sorted(floors)),
     }
 
 
@@ -138,15 +176,21 @@ LLM_QUESTIONS = (
 )
 
 
-def _answers(data: RunData) -> dict[str, Any] | None:
-    """The run's summary.json answers (cost, memory, winners), built from the folder."""
+def _built_summary(data: RunData) -> dict[str, Any] | None:
+    """summary.json's answers, rebuilt from the folder (None without steps or targets)."""
     from harness.summary import build_summary
 
     if data.steps.empty or not (data.path / "targets.json").exists():
         return None
     try:
-        built = build_summary(data.path)
+        return build_summary(data.path)
     except (OSError, ValueError, KeyError):
+        return None
+
+
+def _answers(data: RunData, built: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The run's answers (cost, memory, winners) for the cost table; the floor left out."""
+    if built is None:
         return None
     llm = "lowest_ttft" in built["winners"]
     winners = []
@@ -155,12 +199,27 @@ def _answers(data: RunData) -> dict[str, Any] | None:
         if answer is not None:
             if answer.get("metric") == "ttft_p90_ms":
                 question = "Lowest TTFT p90 (no target has enough samples for a p99)"
-            answer = {**answer, "value": f"{answer['value']:.{digits}f} {unit}"}
+            value = (
+                cents(answer["value"]) if unit == "$" else f"{answer['value']:,.{digits}f} {unit}"
+            )
+            answer = {**answer, "value": value}
         winners.append((question, answer))
     return {
         "winners": winners,
         "price": built["price"],
-        "targets": list(built["targets"].items()),
+        "price_text": price_text(built["price"], (data.run.get("started_at") or "")[:10] or None),
+        "targets": [
+            (
+                n,
+                {
+                    **t,
+                    "cents": cents(t.get("usd_per_million")),
+                    "cents_tokens": cents(t.get("usd_per_million_output_tokens")),
+                },
+            )
+            for n, t in built["targets"].items()
+            if not t.get("baseline")
+        ],
         "llm": llm,
     }
 
@@ -176,6 +235,7 @@ def _header(data: RunData) -> dict[str, Any]:
     return {
         "scenario": run.get("scenario_name") or data.scenario.get("name") or data.path.name,
         "description": data.scenario.get("description") or "",
+        "ran": _what_ran(data),
         "run_id": run.get("run_id") or data.path.name,
         "status": run.get("status") or "unknown",
         "started_at": run.get("started_at"),
@@ -187,6 +247,34 @@ def _header(data: RunData) -> dict[str, Any]:
         "slo_percentile": data.slo_percentile,
         "repeats": data.scenario.get("repeats"),
     }
+
+
+def _what_ran(data: RunData) -> str:
+    """What ran (not the scenario's description, which may name stacks left out)."""
+    ran = [str(t.get("name")) for t in data.targets]
+    floors = data.baselines()
+    stacks = sorted({str(t.get("adapter")) for t in data.targets if t.get("name") not in floors})
+    shown = ", ".join(ran[:6]) + (f" and {len(ran) - 6} more" if len(ran) > 6 else "")
+    return (f"{len(ran)} target(s) on {len(stacks)} stack(s) ({', '.join(stacks)}): {shown}"
+            if ran else "no targets recorded")  # fmt: skip
+
+
+def short_settings(settings: Any) -> str:
+    """A target's settings as a short line: `workers=1, batching.max_batch_size=16`; nulls,
+    empty values and the kind (shown in its own column) left out."""
+    if not isinstance(settings, dict):
+        return ""
+    parts: list[str] = []
+
+    def walk(value: Any, prefix: str) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(inner, f"{prefix}{key}.")
+        elif value not in (None, "", [], {}):
+            parts.append(f"{prefix[:-1]}={value}")
+
+    walk({k: v for k, v in settings.items() if k != "kind"}, "")
+    return ", ".join(parts) or "defaults"
 
 
 def _problems(data: RunData, record_notes: list[str], verdicts: Verdicts) -> list[dict[str, Any]]:
@@ -212,7 +300,7 @@ def _problems(data: RunData, record_notes: list[str], verdicts: Verdicts) -> lis
             add(
                 f"Target {name}: {state}",
                 str(target.get("error") or "(no error recorded)"),
-                log_tail(data, target) if state != "skipped" else None,
+                data.log_tail(target) if state != "skipped" else None,
             )
         fidelity = target.get("fidelity")
         if isinstance(fidelity, dict) and fidelity.get("passed") is False:
@@ -244,6 +332,11 @@ def _step_problems(data: RunData) -> list[tuple[str, str | None]]:
     for row in invalid.itertuples(index=False):
         where = f"{row.target}, {row.label}, repeat {fmt.num(row.repeat, 0)}"
         found.append((f"Invalid step: {where}", str(row.invalid_reason) or None))
+    # valid, but not rankable: its errors (by kind), or a confound such as a prompt cache
+    failing = steps[steps["valid"].eq(True) & steps["eligible"].eq(False)]
+    for row in failing.itertuples(index=False):
+        where = f"{row.target}, {row.label}, repeat {fmt.num(row.repeat, 0)}"
+        found.append((f"Not ranked: {where}", str(row.ineligible_reason) or None))
     return found
 
 
@@ -287,9 +380,8 @@ def _targets(data: RunData) -> list[dict[str, Any]]:
                 "status_text": "skipped" if skipped else target.get("status"),
                 "reason": str(target.get("error") or "not available here") if skipped else "",
                 "startup_s": target.get("startup_s"),
-                "settings": json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
-                if settings
-                else "",
+                "settings": short_settings(settings),
+                "stack": _stack_line(target.get("stack")),
                 "fidelity": {k: fidelity.get(k) for k in FIDELITY_KEYS}
                 if isinstance(fidelity, dict)
                 else None,
@@ -297,6 +389,13 @@ def _targets(data: RunData) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _stack_line(stack: Any) -> str:
+    """The served stack's versions as one line: "tritonserver 2.51.0, onnxruntime 1.32.0"."""
+    if not isinstance(stack, dict):
+        return ""
+    return ", ".join(f"{k} {v}" for k, v in stack.items())
 
 
 def _provenance(data: RunData) -> dict[str, Any]:

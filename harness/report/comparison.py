@@ -68,7 +68,9 @@ def flags(row: dict[str, Any], data: RunData, status: dict[str, Any]) -> list[st
         found.append("unstable")
     if row["insufficient"]:
         found.append(f"insufficient data: {row['insufficient']}")
-    if finite(row["errors"]) and row["errors"] > 0:
+    if row["ineligible"] and not row["invalid"]:
+        found.append(f"not ranked: {row['ineligible_reason']}")
+    elif finite(row["errors"]) and row["errors"] > 0:
         found.append("errors")
     if finite(row["achieved_rate_ratio"]) and row["achieved_rate_ratio"] < RATE_SHORTFALL:
         found.append(f"below {RATE_SHORTFALL:.0%} of requested rate")

@@ -8,17 +8,21 @@ not installed here (status "unavailable") are listed as skipped, with the reason
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pandas as pd
 
+from harness import columns
 from harness.report import charts
-from harness.report.data import LLM_STEP_COLUMNS, RunData
 from harness.report.fmt import finite
+from harness.results import RunData
 
-# Averaged over repeats of the same (label, target), as the comparison table does.
-LLM_MEAN_COLUMNS = [*LLM_STEP_COLUMNS, "throughput_rps", "concurrency", "requested_rate"]
+# The generate family's own columns (harness/workloads/generate.py) but the telemetry-derived
+# one, averaged over repeats of the same (label, target) as the comparison table does.
+LLM_MEAN_COLUMNS = [
+    *(c.name for c in columns.catalogue() if c.family == "generate"),
+    "throughput_rps", "concurrency", "requested_rate",
+]  # fmt: skip
 SKIPPED_STATUS = "unavailable"
 
 
@@ -63,14 +67,8 @@ def _limit(steps: pd.DataFrame, column: str, scenario_key: str, data: RunData) -
 
 def _workload(data: RunData) -> dict[str, Any] | None:
     """workload.json's request count and mean lengths, when the run wrote one."""
-    path = data.path / "workload.json"
-    if not path.is_file():
-        return None
-    try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
-        return None
-    if not isinstance(spec, dict):
+    spec = data.workload()
+    if spec is None:
         return None
     return {
         "api": spec.get("api"),

@@ -14,35 +14,13 @@ from typing import Any
 
 import pandas as pd
 
+from harness import registry
 from harness.report.data import RunData
 from harness.report.fmt import finite, num, ratio
 from harness.report.verdicts_view import SAME, Cell, Verdicts
+from harness.workloads.base import Lead as Metric
 
 Segment = tuple[str, bool]  # (text, bold): the template escapes text and bolds names
-
-
-@dataclass(frozen=True)
-class Metric:
-    column: str  # steps.csv / verdicts.csv metric
-    name: str  # "throughput", "p99"
-    best: str  # "highest throughput"
-    unit: str
-    digits: int
-    higher_is_better: bool
-
-
-THROUGHPUT = Metric("throughput_rps", "throughput", "highest throughput", "req/s", 1, True)
-# Streamed generations are led by what LLM users compare: tokens out, and the wait for the first
-LLM_LEADS = (
-    Metric("output_tokens_per_s", "output tokens/s", "most output tokens/s", "tok/s", 0, True),
-    Metric("ttft_p50_ms", "TTFT p50", "lowest TTFT p50", "ms", 1, False),
-)
-
-
-def latency_metric(slo_percentile: float | None) -> Metric:
-    """The SLO percentile's metric: p50 when the SLO is on the median, else p99."""
-    name = "p50" if slo_percentile == 50 else "p99"
-    return Metric(f"{name}_ms", name, f"lowest {name}", "ms", 2, False)
 
 
 @dataclass(frozen=True)
@@ -88,6 +66,8 @@ def trust_reasons(data: RunData, agg: pd.DataFrame) -> dict[tuple[str, str], lis
             why.append("load generator saturated")
         elif row["invalid"]:
             why.append(f"invalid: {row['invalid_reason']}" if row["invalid_reason"] else "invalid")
+        elif row["ineligible"]:  # too many errors, or its server died: never ranked
+            why.append(str(row["ineligible_reason"]) or "not eligible for ranking")
         reasons[(str(row["label"]), name)] = why
     return reasons
 
@@ -97,8 +77,8 @@ def summarize(
 ) -> list[LabelSummary]:
     reasons = trust_reasons(data, agg)
     baselines = data.baselines()
-    llm = "ttft_p50_ms" in agg and bool(agg["ttft_p50_ms"].notna().any())
-    metrics = LLM_LEADS if llm else (THROUGHPUT, latency_metric(data.slo_percentile))
+    # what "best" means is the workload family's to say (request or token throughput, ...)
+    metrics = registry.workloads()[data.family].leads(data.slo_percentile)
     result = []
     for label in labels:
         rows = [

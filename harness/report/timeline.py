@@ -18,8 +18,7 @@ import numpy as np
 import pandas as pd
 
 from harness.report import charts
-from harness.report.data import RunData, _inside
-from harness.report.fmt import finite
+from harness.results import RunData
 
 WINDOW_S = 0.1
 
@@ -30,6 +29,7 @@ class Timeline:
     chart: str | None
     gpu: bool = False  # GPU telemetry drawn
     notes: list[str] = field(default_factory=list)  # per target: what could not be drawn
+    latency: dict[str, pd.DataFrame] = field(default_factory=dict)  # per target, per window
 
 
 def heaviest_closed_label(steps: pd.DataFrame) -> str | None:
@@ -54,7 +54,7 @@ def timeline(data: RunData, marks: dict[str, str] | None = None) -> Timeline | N
     notes: list[str] = []
     for name in data.target_names():
         mine = rows[rows["target"] == name]
-        found = _first_records(data.path, name, mine)
+        found = _first_records(data, name, mine)
         if found is None:
             if not mine.empty:
                 notes.append(f"{name}: no readable records file for this step")
@@ -67,25 +67,24 @@ def timeline(data: RunData, marks: dict[str, str] | None = None) -> Timeline | N
             continue
         if warmup_s is not None:
             warmups.append(warmup_s)
-        stem = data.path / "telemetry" / name / f"{step:03d}-r{repeat}"
         for into, sampler, column in ((process, "process", "cpu_pct"), (gpu, "gpu", "util_pct")):
-            frame, note = _series(stem.with_name(f"{stem.name}-{sampler}.parquet"), column)
+            frame, note = _series(data.telemetry_path(name, step, repeat, sampler), column)
             if frame is not None:
                 into[name] = frame
             if note:
                 notes.append(f"{name}: {sampler} telemetry {note}")
+    # the PNG also shows the server's CPU and the GPU; the interactive chart draws latency
+    # from `latency`, and the PNG stays for the telemetry beside it
     uri = charts.latency_over_time(
         latency, process, gpu, max(warmups) if warmups else None, data.slo_ms, marks
     )
-    return Timeline(label, uri, bool(gpu), notes)
+    return Timeline(label, uri, bool(gpu), notes, latency)
 
 
-def _first_records(root: Path, target: str, rows: pd.DataFrame) -> tuple[Path, int, int] | None:
+def _first_records(data: RunData, target: str, rows: pd.DataFrame) -> tuple[Path, int, int] | None:
     for step, repeat in zip(rows["step"].tolist(), rows["repeat"].tolist(), strict=True):
-        if not (finite(step) and finite(repeat)):
-            continue
-        path = root / "records" / target / f"{int(step):03d}-r{int(repeat)}.parquet"
-        if _inside(path, root) and path.is_file():
+        path = data.records_path(target, step, repeat)
+        if path is not None:
             return path, int(step), int(repeat)
     return None
 
@@ -129,10 +128,10 @@ def _seconds(raw: Any) -> float | None:
     return value if value > 0 else None
 
 
-def _series(path: Path, column: str) -> tuple[pd.DataFrame | None, str | None]:
+def _series(path: Path | None, column: str) -> tuple[pd.DataFrame | None, str | None]:
     """A sampler's time series with `t_s` and `column`; None and why when it cannot be used
     (no note when the sampler did not run: no file is the normal case without a GPU)."""
-    if not path.is_file():
+    if path is None:
         return None, None
     try:
         frame = pd.read_parquet(path)

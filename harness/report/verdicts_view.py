@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from harness.report.data import RunData
 from harness.report.fmt import finite, ratio
+from harness.results import RunData
 
 METRICS = ("p50_ms", "p99_ms", "throughput_rps")
 LLM_METRICS = ("ttft_p50_ms", "output_tokens_per_s")  # streamed generations only
@@ -110,33 +109,21 @@ class Verdicts:
 
 
 def load_verdicts(data: RunData) -> Verdicts:
-    path = data.path / "verdicts.csv"
-    if path.is_file():
-        return Verdicts.of(read_verdicts(path), "verdicts.csv")
+    written = data.verdicts_csv()
+    if written is not None:
+        return Verdicts.of(_normalise(written) if len(written.columns) else _empty(),
+                           "verdicts.csv")  # fmt: skip
     if data.steps.empty or data.steps.groupby("label")["target"].nunique().max() < 2:
         return Verdicts.of(_empty())  # no pairs to compare
     from harness.verdicts import DEFAULT_MARGIN, compute_verdicts
 
-    trusted = {  # the runner's rule (harness.runner.Runner.conclude)
-        str(t.get("name"))
-        for t in data.targets
-        if t.get("status") == "ok" and (t.get("fidelity") or {}).get("passed")
-    }
     try:
         margin = (data.scenario.get("verdicts") or {}).get("margin", DEFAULT_MARGIN)
-        frame = compute_verdicts(data.path, trusted, float(margin))
+        frame = compute_verdicts(data, float(margin))
     except Exception as exc:  # e.g. a step without its records: say so, keep the report
         note = f"verdicts.csv is missing and could not be computed ({type(exc).__name__}: {exc})"
         return Verdicts.of(_empty(), note=note)
     return Verdicts.of(_normalise(frame), "computed from the records (no verdicts.csv)")
-
-
-def read_verdicts(path: Path) -> pd.DataFrame:
-    if path.stat().st_size == 0:
-        return _empty()
-    # All text first, so a target called "NA" stays a name; numbers are converted below.
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False, on_bad_lines="skip")
-    return _normalise(frame)
 
 
 def _empty() -> pd.DataFrame:

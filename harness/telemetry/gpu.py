@@ -41,7 +41,7 @@ def _nvml() -> Any | None:
 
 
 def gpu_inventory() -> tuple[list[dict[str, Any]], str]:
-    """([{index, name, memory_total_mb, driver}], reason when empty)."""
+    """([{index, name, memory_total_mb, driver, cuda}], reason when empty)."""
     nvml = _nvml()
     if nvml is None:
         return [], _init_error or "no GPU"
@@ -53,8 +53,18 @@ def gpu_inventory() -> tuple[list[dict[str, Any]], str]:
             "name": _text(nvml.nvmlDeviceGetName(handle)),
             "memory_total_mb": nvml.nvmlDeviceGetMemoryInfo(handle).total / 2**20,
             "driver": _text(nvml.nvmlSystemGetDriverVersion()),
+            "cuda": _cuda_version(nvml),
         })  # fmt: skip
     return gpus, ""
+
+
+def _cuda_version(nvml: Any) -> str | None:
+    """The CUDA version the driver supports (12040 -> "12.4"), None where NVML cannot say."""
+    try:
+        number = int(nvml.nvmlSystemGetCudaDriverVersion())
+    except Exception:  # NVMLError and an older binding without the call alike
+        return None
+    return f"{number // 1000}.{number % 1000 // 10}"
 
 
 def _text(value: Any) -> str:

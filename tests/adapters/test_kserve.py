@@ -25,6 +25,7 @@ import yaml
 from pydantic import ValidationError
 
 from adapters.kserve import KserveAdapter, KserveConfig
+from adapters.vllm import VllmAdapter, VllmConfig
 from harness import environments
 from harness.cli import main as cli
 from harness.conformance import listening, process_tree
@@ -36,6 +37,7 @@ from harness.errors import (
     UnavailableError,
 )
 from harness.k8s import K8sSpec, build_inference_service, check_with_sdk, manifest_for, to_yaml
+from harness.k8s_spec import GRPC_PORT, HTTP_PORT, MODEL_DIR
 from harness.launchers import process as process_launcher
 from harness.launchers.base import LaunchRequest
 from harness.launchers.process import ProcessConfig, ProcessLauncher
@@ -100,9 +102,9 @@ def test_every_protocol_answers_the_reference_quietly_on_loopback(
         for protocol in SPOKEN:  # REST and gRPC on one server: gRPC is on for v2-grpc
             speaker = KserveAdapter(KserveConfig(kind="kserve", protocol=protocol))
             for _ in range(8):
-                answer = speaker.infer(server, variant, bundle.x_test[:8])
+                answer = speaker.client(server).infer(bundle.x_test[:8])
                 np.testing.assert_allclose(answer, expected, atol=1e-5, err_msg=protocol)
-            single = speaker.infer(server, variant, bundle.x_test[3:4])
+            single = speaker.client(server).infer(bundle.x_test[3:4])
             np.testing.assert_allclose(single, expected[3:4], atol=1e-5, err_msg=protocol)
         quiet = log_lines(tmp_path / "kserve.log") == lines
         # a wrong shape is the client's fault (400), with the reason, on v1 and v2
@@ -201,6 +203,8 @@ def _docs() -> dict[str, dict]:
                "runtime_version=0.12.0", "scale_metric=rps", "scale_target=200"]  # fmt: skip
     hf = K8sSpec(storage_uri="pvc://models/llama", args=["--max-model-len=1024"],
                  resources={"cpu": 4, "memory": "8Gi", "gpus": 1})  # type: ignore[arg-type]  # fmt: skip
+    vllm = VllmAdapter(VllmConfig(kind="vllm"))  # what the vLLM adapter declares for KServe
+    vllm_predictor = vllm.kserve_predictor("bf16", MODEL_DIR, HTTP_PORT, GRPC_PORT)
     texts = {
         "custom-v1": manifest_for(KSERVE_SCENARIO, "kserve-onnx-v1"),
         "custom-grpc": manifest_for(KSERVE_SCENARIO, "kserve-onnx-grpc", ["namespace=bench"]),
@@ -210,7 +214,7 @@ def _docs() -> dict[str, dict]:
             "triton-onnx-grpc-batch",
             ["storage_uri=pvc://models/triton", "min_replicas=2", "max_replicas=3"],
         ),
-        "huggingface": to_yaml(build_inference_service("tiny-llama", hf, "huggingface")),
+        "huggingface": to_yaml(build_inference_service("tiny-llama", hf, vllm_predictor)),
     }
     return {name: yaml.safe_load(text) for name, text in texts.items()}
 
@@ -255,7 +259,9 @@ def test_manifests_carry_resources_replicas_scaling_and_batcher() -> None:
     assert (triton["minReplicas"], triton["maxReplicas"]) == (2, 3)
     hf = docs["huggingface"]["spec"]["predictor"]["model"]
     assert hf["modelFormat"] == {"name": "huggingface"}
-    assert hf["args"] == ["--model_name=model", "--backend=vllm", "--max-model-len=1024"]
+    # the name our OpenAI client sends and the variant's dtype, then the scenario's own args
+    assert hf["args"] == ["--model_name=tiny-llama", "--backend=vllm", "--dtype=bfloat16",
+                          "--max-model-len=1024"]  # fmt: skip
     assert hf["resources"]["requests"] == {"cpu": "4", "memory": "8Gi"}
 
 

@@ -23,7 +23,7 @@ from harness.llm.fidelity import check_generation
 from harness.llm.metrics import llm_summary
 from harness.llm.variants import build_llm_variant, checks
 from harness.llm.workload import FixedLength, UniformLength, WorkloadSpec, make_requests
-from harness.load.engine import StepPlan
+from harness.load.plan import StepPlan
 from harness.load.worker import LoadProcess
 from harness.models import build_model
 from harness.models.tiny_llama import TinyLlamaConfig
@@ -53,8 +53,9 @@ def load():
         yield proc
 
 
-def launch(tmp_path: Path, variant, **config: object):
+def launch(tmp_path: Path, variant, prompt_cache: bool = False, **config: object):
     adapter = LlamaCppAdapter(LlamaCppConfig(kind="llamacpp", **config))  # type: ignore[arg-type]
+    adapter.use({"prompt_cache": prompt_cache})  # what the generate workload tells it
     launcher = ProcessLauncher(ProcessConfig(stop_grace_s=5))
     request = LaunchRequest(
         "llama", adapter, variant, tmp_path / "work", tmp_path / "llama.log", None, 1, 60
@@ -74,7 +75,7 @@ def test_every_precision_answers_like_its_reference(tmp_path: Path, llm, name: s
     try:
         assert server.startup_s is not None and server.startup_s < 30
         result = check_generation(
-            adapter.openai_client(server),
+            adapter.client(server),
             checks(variant),
             workload(llm),
             samples=32,
@@ -101,7 +102,7 @@ def test_streams_under_load_and_counts_tokens_like_the_server(
         samples=16,
     )
     try:
-        endpoint = adapter.openai_client(server).endpoint(requests)
+        endpoint = adapter.client(server).endpoint(requests)
         before = adapter.server_metrics(server)
         plan = StepPlan(mode="closed", concurrency=4, duration_s=2.0, warmup_s=0.0, timeout_s=30)
         rec = load.run(endpoint, plan)
@@ -133,8 +134,9 @@ def test_parallel_slots_and_chat(tmp_path: Path, llm, load: LoadProcess) -> None
     try:
         slots = httpx.get(f"{server.base_url}/slots", timeout=5).json()
         assert len(slots) == 3
+        assert "commit" in adapter.stack_versions(server)["llama-server"]  # the binary's word
         assert all(s["n_ctx"] == 512 for s in slots)
-        chat = adapter.openai_client(server, api="chat")
+        chat = adapter.client(server).for_api("chat")
         gen = chat.generate(workload(llm, api="chat")[0], stream=True)
         assert gen.done and gen.completion_tokens == 32 and gen.prompt_tokens
         assert gen.ttft_ms is not None and gen.ttft_ms <= gen.e2e_ms
@@ -159,7 +161,7 @@ def test_serves_a_users_own_gguf_without_a_reference(tmp_path: Path, llm) -> Non
     try:
         requests = make_requests(WorkloadSpec(), None, seed=0, context=2048)
         result = check_generation(
-            adapter.openai_client(server), checks(variant), requests, samples=8, min_agreement=0.8
+            adapter.client(server), checks(variant), requests, samples=8, min_agreement=0.8
         )
         assert result.passed, result.message
         assert "no reference" in result.message
@@ -180,7 +182,7 @@ def test_an_already_running_server_through_openai_http(tmp_path: Path, llm, load
             "ext", adapter, variant, tmp_path / "ext", tmp_path / "ext.log", None, 1, 10
         )
         server = external.start(request)
-        client = adapter.openai_client(server)
+        client = adapter.client(server)
         assert client.model == "anything"
         result = check_generation(client, checks(variant), workload(llm), 16, 0.8)
         assert result.passed and result.agreement == 1.0, result.message
@@ -191,3 +193,38 @@ def test_an_already_running_server_through_openai_http(tmp_path: Path, llm, load
         assert len(rec) >= 2 and (rec.error == 0).all(), rec.error_samples
     finally:
         launcher.stop(running)
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_prompt_cache_hits_are_counted_and_off_unless_asked(
+    tmp_path: Path, llm, load: LoadProcess, cache: bool
+) -> None:
+    """The default workload (unique prompts, caching off) is served without cache hits; a
+    shared prefix with caching on is, and the server's counters say how much."""
+    variant = build_llm_variant("q8_0", llm, VariantsSpec())
+    adapter, launcher, server = launch(tmp_path, variant, prompt_cache=cache, slots=2)
+    spec = {"shared_prefix_tokens": 96, "prompt_cache": True} if cache else {}
+    requests = workload(
+        llm,
+        prompt_tokens=UniformLength(kind="uniform", min=16, max=32),
+        output_tokens=FixedLength(kind="fixed", value=4),
+        samples=256,
+        **spec,
+    )
+    try:
+        endpoint = adapter.client(server).endpoint(requests)
+        plan = StepPlan(mode="closed", concurrency=2, duration_s=2.0, timeout_s=30)
+        rec = load.run(endpoint, plan)  # a first pass: whatever a cache could keep, it has
+        before = adapter.server_metrics(server)
+        rec = load.run(endpoint, plan)
+        after = adapter.server_metrics(server)
+    finally:
+        launcher.stop(server)
+    assert (rec.error == 0).all(), rec.error_samples
+    view = adapter.breakdown(before, after, len(rec))
+    assert "server_cache_hit_fraction" in view, view
+    if cache:  # most of every prompt is the shared prefix: served from the slot's cache
+        assert view["server_cache_hit_fraction"] > 0.5, view
+    else:
+        assert view["server_cache_hit_fraction"] < 0.02, view
+    assert adapter.settings()["prompt_cache"] is cache  # recorded with the target

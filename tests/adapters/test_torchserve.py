@@ -50,10 +50,10 @@ def test_serves_the_reference_and_batches(tmp_path: Path, bundle, name: str) -> 
         assert (tmp_path / "work" / "model-store" / "model.mar").exists()
         expected = variant.outputs_test()[:8]
         np.testing.assert_allclose(
-            adapter.infer(server, variant, bundle.x_test[:8]), expected, atol=1e-4
+            adapter.client(server).infer(bundle.x_test[:8]), expected, atol=1e-4
         )
         before = adapter.server_metrics(server)
-        client = adapter.client(server.base_url)
+        client = adapter.client(server)
 
         def one(i: int) -> int:
             body = client.encode(bundle.x_test[i : i + 1])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -24,9 +23,8 @@ from harness import environments
 from harness.errors import LaunchError, UnavailableError
 from harness.launchers.base import LaunchRequest
 from harness.launchers.process import ProcessConfig, ProcessLauncher
-from harness.load.engine import StepPlan
+from harness.load.plan import StepPlan
 from harness.load.worker import LoadProcess
-from harness.protocols import protowire
 from harness.scenario import VariantsSpec
 from harness.variants import build_variant
 from tests.conftest import client_cpus
@@ -92,24 +90,26 @@ def test_serves_the_reference_over_every_protocol_and_batches(
         assert "max_queue_delay_microseconds: 5000" in config
         assert (tmp_path / "work/repo/model/1/model.py").exists()
         assert shm_segments(prefix)  # the python backend's regions, under our own prefix
+        stack = adapter.stack_versions(server)  # the server's own word, and its environment's
+        assert stack["tritonserver"].startswith("2.") and stack["nvidia-pytriton"]
         batches = {}
         for protocol in PROTOCOLS:
             speaker = with_protocol(protocol)  # same server, another protocol
             for i in range(4):  # one instance per request, as the load sends them
-                got = speaker.infer(server, variant, bundle.x_test[i : i + 1])
+                got = speaker.client(server).infer(bundle.x_test[i : i + 1])
                 np.testing.assert_allclose(got, expected[i : i + 1], atol=1e-4)
             np.testing.assert_allclose(
-                speaker.infer(server, variant, bundle.x_test[:8]), expected[:8], atol=1e-4
+                speaker.client(server).infer(bundle.x_test[:8]), expected[:8], atol=1e-4
             )
             # the load engine's pre-built requests, answers kept and checked
-            endpoint = speaker.endpoint(server, variant, bundle.x_test[:64])
+            endpoint = speaker.client(server).endpoint(bundle.x_test[:64])
             before = adapter.server_metrics(server)
             plan = StepPlan(mode="closed", concurrency=16, duration_s=1.0, keep_bodies=True)
             records = load.run(endpoint, plan)
             after = adapter.server_metrics(server)
             assert len(records) > 50 and not records.error.any(), records.error_samples
             assert set(records.status.tolist()) == {200}
-            decoder = speaker._client(server)
+            decoder = speaker.client(server)
             for index, body in list(records.extra["bodies"].items())[:50]:
                 np.testing.assert_allclose(
                     decoder.decode(body), expected[index % 64][None], atol=1e-4
@@ -134,10 +134,10 @@ def test_without_dynamic_batching_each_request_runs_alone(
     variant = build_variant("eager", bundle, VariantsSpec())  # torch under numpy<2
     adapter, launcher, server = launch(tmp_path, variant, protocol="grpc")
     try:
-        got = adapter.infer(server, variant, bundle.x_test[:1])
+        got = adapter.client(server).infer(bundle.x_test[:1])
         np.testing.assert_allclose(got, variant.outputs_test()[:1], atol=1e-4)
         before = adapter.server_metrics(server)
-        endpoint = adapter.endpoint(server, variant, bundle.x_test[:32])
+        endpoint = adapter.client(server).endpoint(bundle.x_test[:32])
         records = load.run(endpoint, StepPlan(mode="closed", concurrency=8, duration_s=0.5))
         after = adapter.server_metrics(server)
     finally:
@@ -258,37 +258,3 @@ def test_config_rejects_inconsistent_settings() -> None:
         )  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="KIND_GPU"):
         TritonConfig(kind="triton", backend="tensorrt")
-
-
-def test_grpc_wire_format_matches_tritonclients_generated_classes(triton_env: Path) -> None:
-    x = (np.arange(64, dtype=np.float32).reshape(1, 1, 8, 8) / 7).astype("<f4")
-    ours = protowire.encode_infer_request(
-        "model", [("input", "FP32", (1, 1, 8, 8), x.tobytes())], ("output",)
-    )
-    y = np.linspace(-1, 1, 10, dtype="<f4")
-    script = f"""
-import sys, numpy as np
-from tritonclient.grpc import service_pb2 as pb
-req = pb.ModelInferRequest(model_name="model")
-t = req.inputs.add(); t.name = "input"; t.datatype = "FP32"; t.shape.extend([1, 1, 8, 8])
-req.outputs.add().name = "output"
-req.raw_input_contents.append(bytes.fromhex("{x.tobytes().hex()}"))
-y = np.frombuffer(bytes.fromhex("{y.tobytes().hex()}"), "<f4")
-raw = pb.ModelInferResponse(model_name="model")
-o = raw.outputs.add(); o.name = "output"; o.datatype = "FP32"; o.shape.extend([1, 10])
-raw.raw_output_contents.append(y.tobytes())
-typed = pb.ModelInferResponse(model_name="model")
-o = typed.outputs.add(); o.name = "output"; o.datatype = "FP32"; o.shape.extend([1, 10])
-o.contents.fp32_contents.extend(y.tolist())
-print(req.SerializeToString().hex(), raw.SerializeToString().hex(),
-      typed.SerializeToString().hex())
-"""
-    done = subprocess.run(
-        [str(triton_env), "-c", script], capture_output=True, text=True, timeout=60, check=True
-    )
-    request, raw, typed = (bytes.fromhex(h) for h in done.stdout.split())
-    assert ours == request  # byte for byte, as protobuf itself writes it
-    for body in (raw, typed):
-        [(tensor, data)] = protowire.decode_infer_response(body)
-        assert (tensor.name, tensor.datatype, tensor.shape) == ("output", "FP32", [1, 10])
-        np.testing.assert_array_equal(np.frombuffer(data, "<f4"), y)

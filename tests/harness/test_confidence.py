@@ -83,3 +83,34 @@ def test_margin_keeps_a_tiny_difference_from_being_a_verdict() -> None:
     assert verdict_word(1.01, 1.02, True, margin=0.03) == "no significant difference"
     assert verdict_word(1.05, 1.10, True, margin=0.03) == "faster"
     assert verdict_word(0.80, 0.90, False, margin=0.03) == "faster"
+
+
+def _stalling(phase_s: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """200 req/s for 10 s against a server that holds every answer for 400 ms every 3.4 s
+    (an event-loop stall), starting `phase_s` into the step; latencies in ms."""
+    rng = np.random.default_rng(seed)
+    t = np.sort(rng.uniform(0, 10e9, 2000)).astype(np.int64)
+    base = rng.exponential(1.0, len(t)) + 2.0
+    into = (t / 1e9 - phase_s) % 3.4  # seconds since the last stall began
+    held = np.where(into < 0.4, (0.4 - into) * 1000, 0.0)
+    return t, base + held
+
+
+@pytest.mark.parametrize("phase", [0.0, 0.7, 1.9, 2.6, 3.3])
+def test_a_periodic_stall_is_unstable_whatever_its_phase(phase: float) -> None:
+    t, latency = _stalling(phase)
+    windows = make_blocks(t, latency, 0, int(10e9), 1.0)
+    assert stable(windows, 99, 3, 0.10) is False
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_steady_noise_is_stable(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    t = np.sort(rng.uniform(0, 10e9, 5000)).astype(np.int64)
+    latency = rng.exponential(1.0, len(t)) + 2.0  # a long-tailed but steady server
+    assert stable(make_blocks(t, latency, 0, int(10e9), 1.0), 99, 3, 0.10) is True
+
+
+def test_too_few_samples_per_window_cannot_be_judged() -> None:
+    t = np.linspace(0, 4e9, 40, endpoint=False).astype(np.int64)  # 10 per 1 s window
+    assert stable(make_blocks(t, np.full(len(t), 5.0), 0, int(4e9), 1.0), 99, 3, 0.1) is None

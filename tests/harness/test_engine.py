@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from harness.load.endpoints import HttpEndpoint
-from harness.load.engine import StepPlan, arrival_offsets_ns
+from harness.load.engine import arrival_offsets_ns
 from harness.load.http import build_request
+from harness.load.plan import StepPlan
 from harness.load.records import ERR_CONNECT, ERR_TIMEOUT
 from harness.load.worker import LoadProcess
 from harness.stats import summarize
@@ -36,7 +39,10 @@ def test_open_loop_timing_against_a_fixed_delay(nullserver, load) -> None:
     assert s.requests == 600  # constant arrivals: exactly rate x window
     assert abs(s.throughput_rps / 200 - 1) < 0.02
     assert s.achieved_rate_ratio > 0.98
-    assert 5.0 <= s.p50_ms < 6.0, s  # the true 5 ms, plus a small client/loopback cost
+    # the true 5 ms plus the client/loopback cost: ~0.3 ms on a quiet box (nox -s
+    # loadgen_bench prints it); a shared CI box has measured ~1 ms, so the bound says only
+    # that the delay is neither lost nor doubled
+    assert 5.0 <= s.p50_ms < 7.5, s
     assert s.send_lag_p99_ms < 5.0  # < 1 ms on a quiet box: nox -s loadgen_bench
     assert not s.loadgen_saturated
 
@@ -80,7 +86,7 @@ def test_timeouts_are_recorded_errors(nullserver, load) -> None:
 
 
 def test_refused_connections_are_errors_not_crashes(load) -> None:
-    from harness.launchers.process import free_port
+    from harness.net import free_port
 
     rec = load.run(
         endpoint(free_port()), StepPlan(mode="open", rate=50, arrival="constant", duration_s=0.4)
@@ -132,6 +138,7 @@ def test_unstable_step_is_extended_and_stable_one_is_not(nullserver, load) -> No
                 duration_s=2,
                 max_duration_s=6,
                 stability=stability,
+                settle=True,
             ),
         )
     # stable from the start: stops at (or just after) its minimum duration
@@ -140,12 +147,52 @@ def test_unstable_step_is_extended_and_stable_one_is_not(nullserver, load) -> No
         noisy = load.run(
             endpoint(port),
             StepPlan(
-                mode="closed", concurrency=4, duration_s=2, max_duration_s=4, stability=stability
+                mode="closed",
+                concurrency=4,
+                duration_s=2,
+                max_duration_s=4,
+                stability=stability,
+                settle=True,
             ),
         )
     # never stable: runs to its maximum, and its records cover the whole extended window
     assert (noisy.window_ns - noisy.warmup_ns) / 1e9 == pytest.approx(4.0, abs=0.2)
     assert noisy.intended_ns.max() > 3.5e9
+    assert steady.extra["ended_by"] == "duration" and noisy.extra["ended_by"] == "max_duration"
+    assert "samples_needed" not in noisy.extra  # it had the samples; it never settled
+
+
+@pytest.mark.parametrize("mode", ["closed", "open"])
+def test_a_step_runs_until_it_has_the_samples_its_percentiles_need(
+    nullserver, load, mode: str
+) -> None:
+    """LoadGen's rule: a minimum duration *and* a minimum count, or the maximum duration."""
+    window = (0.25, 3, 0.10, 99.0)
+    plan = StepPlan(
+        mode=mode,
+        concurrency=1,
+        rate=150,
+        arrival="poisson",
+        duration_s=1.0,
+        warmup_s=0.1,
+        max_duration_s=12,
+        stability=window,
+        min_samples=1000,
+    )
+    with nullserver(delay_ms=4) as port:  # ~200 req/s at concurrency 1; 150/s open
+        rec = load.run(endpoint(port), plan)
+        short = load.run(endpoint(port), dataclasses.replace(plan, max_duration_s=2.0))
+    s = summarize(rec)
+    assert rec.extra["ended_by"] == "samples", rec.extra
+    assert int((rec.error[rec.measured()] == 0).sum()) >= 1000 and s.p99_ms == s.p99_ms
+    measured_s = (rec.window_ns - rec.warmup_ns) / 1e9
+    assert measured_s < 12 and measured_s > 1.0
+    # it ends on a whole window past the minimum: an open-loop schedule is cut at an edge
+    assert ((measured_s - 1.0) / 0.25) == pytest.approx(round((measured_s - 1.0) / 0.25), abs=1e-3)
+    # the maximum comes first: it says so, and what it would have needed
+    assert short.extra["ended_by"] == "max_duration"
+    assert short.extra["samples_needed"] == 1000 and short.extra["samples_had"] < 1000
+    assert (short.window_ns - short.warmup_ns) / 1e9 == pytest.approx(2.0, abs=0.05)
 
 
 @pytest.mark.parametrize("mode", ["closed", "open"])

@@ -10,11 +10,11 @@ import grpc
 import numpy as np
 import pytest
 
-from harness.launchers.process import free_port
 from harness.load.endpoints import GrpcEndpoint
-from harness.load.engine import StepPlan
+from harness.load.plan import StepPlan
 from harness.load.records import ERR_CONNECT, ERR_HTTP_STATUS, ERR_NONE, ERR_TIMEOUT
 from harness.load.worker import LoadProcess
+from harness.net import free_port
 from tests.conftest import client_cpus
 
 METHOD = "/test.Echo/Call"

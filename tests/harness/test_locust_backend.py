@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.launchers.process import free_port
 from harness.load.endpoints import HttpEndpoint
-from harness.load.engine import StepPlan
 from harness.load.http import build_request
 from harness.load.locust_backend import OPEN_NOTE, LocustLoad, _codes, parse_request, users_for
+from harness.load.plan import StepPlan
 from harness.load.records import (
     ERR_CONNECT,
     ERR_CONNECTION,
@@ -29,6 +28,7 @@ from harness.load.records import (
     StepRecords,
 )
 from harness.load.worker import LoadProcess
+from harness.net import free_port
 from tests.conftest import client_cpus
 
 pytestmark = pytest.mark.usefixtures("no_orphans")

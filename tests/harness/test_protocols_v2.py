@@ -9,7 +9,8 @@ import pytest
 
 from harness.errors import ProtocolError
 from harness.load.endpoints import GrpcEndpoint, HttpEndpoint
-from harness.protocols import PROTOCOLS, V2BinaryClient, V2GrpcClient, V2JsonClient, protowire
+from harness.protocols import PROTOCOLS, V2BinaryClient, V2GrpcClient, V2JsonClient
+from harness.protocols.v2 import GRPC_METHOD
 
 X = (np.arange(128, dtype=np.float32).reshape(2, 1, 8, 8) / 7).astype(np.float32)
 Y = np.linspace(-1, 1, 20, dtype=np.float32).reshape(2, 10)
@@ -76,7 +77,7 @@ def test_grpc_request_and_answer() -> None:
     assert b"digits" in body and X.astype("<f4").tobytes() in body
     endpoint = client.endpoint(X)
     assert isinstance(endpoint, GrpcEndpoint)
-    assert (endpoint.host, endpoint.port, endpoint.method) == ("127.0.0.1", 8001, protowire.METHOD)
+    assert (endpoint.host, endpoint.port, endpoint.method) == ("127.0.0.1", 8001, GRPC_METHOD)
     assert endpoint.requests[1] == client.encode(X[1:2])
     # a ModelInferResponse as protobuf writes it: outputs (5) then raw contents (6)
     tensor = b"\x0a\x06output" + b"\x12\x04FP32" + b"\x1a\x02\x02\x0a"
@@ -90,3 +91,27 @@ def test_grpc_request_and_answer() -> None:
 def test_paths_that_name_no_model_are_rejected() -> None:
     with pytest.raises(ValueError, match="not a v2 inference path"):
         V2JsonClient("http://127.0.0.1:8000", "/predict")
+
+
+def test_grpc_messages_are_the_generated_open_inference_ones() -> None:
+    """What we send parses as tritonclient's ModelInferRequest; both answer forms decode."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    client = V2GrpcClient("grpc://127.0.0.1:8001", "/v2/models/model/infer")
+    request = pb.ModelInferRequest.FromString(client.encode(X[:1]))
+    assert request.model_name == "model"
+    [tensor] = request.inputs
+    assert (tensor.name, tensor.datatype, list(tensor.shape)) == ("input", "FP32", [1, 1, 8, 8])
+    assert [o.name for o in request.outputs] == ["output"]
+    np.testing.assert_array_equal(
+        np.frombuffer(request.raw_input_contents[0], "<f4").reshape(1, 1, 8, 8), X[:1]
+    )
+    raw = pb.ModelInferResponse(model_name="model")
+    raw.outputs.add(name="output", datatype="FP32").shape.extend([2, 10])
+    raw.raw_output_contents.append(Y.astype("<f4").tobytes())
+    typed = pb.ModelInferResponse(model_name="model")
+    out = typed.outputs.add(name="output", datatype="FP32")
+    out.shape.extend([2, 10])
+    out.contents.fp32_contents.extend(Y.ravel().tolist())
+    for answer in (raw, typed):
+        np.testing.assert_array_equal(client.decode(answer.SerializeToString()), Y)

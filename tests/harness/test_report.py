@@ -13,7 +13,7 @@ import pytest
 
 from harness.load.records import ERR_NONE, ERR_TIMEOUT, StepRecords
 from harness.report import render_report
-from harness.results import RunFolder
+from harness.results import RunFolder, load_run
 
 EVIL_TARGET = "t<img src=x onerror=alert(1)>"
 EVIL_ERROR = "LaunchError: port busy <script>alert(1)</script>"
@@ -123,6 +123,7 @@ def _step_row(
         "valid": True,
         "invalid_reason": "",
         "insufficient": "",
+        "slo_percentile_ms": p99,  # the SLO is on p99 here, as the runner writes it
         "server_queue_ms": float("nan"),
         "server_compute_ms": float("nan"),
         "server_batch_avg": float("nan"),
@@ -152,13 +153,11 @@ def _records(
 
 def _base_folder(tmp_path: Path, status: str = "finished") -> RunFolder:
     folder = RunFolder.create(tmp_path, "20250101-000000-report-test")
-    folder.write("run.json", _run_json(status))
-    folder.write(
-        "model.json",
+    folder.write_run(_run_json(status))
+    folder.write_model(
         {"name": "digits-cnn", "key": "abc123", "test_accuracy": 0.977, "parameters": 38282},
     )
-    folder.write(
-        "variants.json",
+    folder.write_variants(
         [
             {
                 "name": "onnx",
@@ -243,40 +242,54 @@ def test_report_has_summary_tables_charts_and_provenance(full_run: Path) -> None
     assert "1,234.5" in html and "300.2" in html
     assert "Mean of 2 repeats" in html and "CI per repeat in steps.csv" in html
     assert '1,234.5 <span class="ci">[1,234.0\u20131,235.0]</span>' in html
-    # the summary leaves out the target whose fidelity failed, although it was fastest, and
+    # the decision leaves out the target whose fidelity failed, although it was fastest, and
     # qualifies the point estimates with the verdicts (computed here: no verdicts.csv)
-    summary = html[html.index('id="summary"') : html.index('id="problems"')]
-    assert "computed from the records" in summary
+    decision = _section(html, "decision")
+    assert html.index('id="decision"') < html.index('id="problems"') < html.index('id="matrices"')
+    assert "Run fast." in decision and "computed from the records" in decision
     assert not (full_run / "verdicts.csv").exists()
-    # every record schedule runs at the same rate, so the throughput leader is only a tie
-    assert "are tied on throughput (no significant difference" in summary
-    assert "<strong>fast</strong> has the best point estimate, 2,469.0 req/s" not in summary
-    assert "fast has the best point estimate, 2,469.0 req/s" in summary
-    # 400 requests per step are too few for a p99 verdict: said, not hidden
-    assert "<strong>fast</strong> has the lowest p99 (4.00 ms); insufficient data vs" in summary
-    assert "wrong (fidelity check failed)" in summary
-    assert "<strong>wrong</strong>" not in summary
+    # every record schedule runs at the same rate, so the lead on throughput is only a tie
+    assert "the runner-up, cost$\\frac{$, at closed c=8: not a significant difference" in decision
+    assert "0.900 \u00a2 per million inferences" in decision and "as of 2025-01-01" in decision
+    assert "wrong" not in decision
+    matrices = _section(html, "matrices")
+    assert "Not ranked here: wrong (wrong answers (fidelity check failed))" in matrices
+    # 400 requests per step are too few for a p99 verdict: said, and no ratio printed for it
+    assert "insufficient data" in matrices and "2.24x insufficient" not in matrices
+    assert 'title="steps.csv rows ' in matrices  # each figure names its rows
     assert 'id="slo-search"' not in html
     # problems: fidelity failure and failed variant with its reason
-    problems = html[html.index('id="problems"') : html.index('id="comparison"')]
+    problems = _section(html, "problems")
     assert "top-1 agreement 0.50 &lt; 1.00" in problems
     assert "accuracy drop 7.7 &gt; 1.0 points" in problems
-    # charts: latency/throughput, bars, one CDF per step label, throughput vs concurrency,
-    # latency over time, startup and memory, accuracy vs speed: all inline PNG
+    # charts: latency/throughput, throughput per step, the CDFs, throughput vs concurrency
+    # and p99 over time drawn by vega-embed from inline specs; server load over time,
+    # startup and memory, accuracy vs speed as inline PNG
+    specs = re.findall(r'<script type="application/json" id="vl-([a-z]+)-spec">', html)
+    assert specs == ["latency", "throughput", "cdf", "concurrency", "timeline"]
     pngs = re.findall(r'<img class="chart"[^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(pngs) == 2 + len(LABELS) + 4
-    for chart in ("concurrency", "timeline", "resources", "accuracy"):
+    assert len(pngs) == 3
+    for chart in ("timeline", "resources", "accuracy"):
         assert f'id="chart-{chart}"' in html
+    assert 'id="chart-concurrency"' not in html and 'id="vl-concurrency"' in html
     assert all(base64.b64decode(p)[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    # --static: every chart a PNG, no JavaScript but the table sorter
+    still = render_report(full_run, full_run / "static.html", static=True).read_text()
+    pngs = re.findall(r'<img class="chart"[^>]*src="data:image/png;base64,', still)
+    assert len(pngs) == 2 + len(LABELS) + 4 and "vegaEmbed" not in still
     # variants (drop in points), targets (compact settings), provenance, file listing
     assert "7.70" in html
-    assert "{&#34;kind&#34;:&#34;fastapi&#34;,&#34;workers&#34;:1}" in html
+    assert "<td>workers=1</td>" in html  # settings as a short line, not JSON
     assert "servingbench run scenarios/report-test.yaml" in html and "abc1234" in html
     assert "steps.csv" in html and "records/fast/" in html
 
 
 def test_report_is_self_contained(full_run: Path) -> None:
     html = render_report(full_run).read_text(encoding="utf-8")
+    # the inlined vega bundle names URLs (the SVG namespace, its docs) but loads none: the
+    # browser test proves no request leaves the page; everything else names none at all
+    assert html.count("window.vegaEmbed=") == 1
+    html = without_vega_bundle(html)
     assert "http://" not in html and "https://" not in html
     assert not re.search(r"""(src|href)\s*=\s*["']?(?!data:)[a-z]+:""", html, re.IGNORECASE)
     assert "@import" not in html and "url(" not in html
@@ -309,8 +322,8 @@ def test_hostile_strings_are_escaped(tmp_path: Path) -> None:
     assert "t&lt;img src=x onerror=alert(1)&gt;" in html
     assert "CPU &lt;b&gt;bold&lt;/b&gt; &amp; fair" in html
     assert "&lt;i&gt;cpu 100%&lt;/i&gt;" in html
-    # the only <script> is the report's own sorting code
-    assert html.count("<script") == 1
+    # the only scripts are the report's own
+    assert own_scripts_only(html)
 
 
 def test_failed_target_without_steps_still_renders(tmp_path: Path) -> None:
@@ -325,14 +338,14 @@ def test_failed_target_without_steps_still_renders(tmp_path: Path) -> None:
         folder.append_step(_step_row("fast", step, 0, 100.0, 5.0))
         folder.write_records("fast", step, 0, _records(200, 2.0, seed=step))
     html = render_report(folder.path).read_text(encoding="utf-8")
-    problems = html[html.index('id="problems"') : html.index('id="comparison"')]
+    problems = _section(html, "problems")
     assert "Target broken: failed" in problems
     assert "<pre>LaunchError: exited with code 3</pre>" in problems
     assert "ImportError: no module named foo" in problems
-    comparison = html[html.index('id="comparison"') : html.index('id="charts"')]
+    comparison = _section(html, "comparison")
     assert "<td>fast</td>" in comparison and "<td>broken</td>" not in comparison
-    assert "<strong>fast</strong> has the highest throughput" in html
-    assert "the only eligible target" in html
+    decision = _section(html, "decision")
+    assert "Run fast." in decision and "the only target that could be ranked" in decision
 
 
 def test_run_without_steps_says_so(tmp_path: Path) -> None:
@@ -352,8 +365,8 @@ def test_run_without_steps_says_so(tmp_path: Path) -> None:
 
 def test_no_problems_and_saturated_row_left_out_of_ranking(tmp_path: Path) -> None:
     folder = _base_folder(tmp_path)
-    variants = folder.read("variants.json")[:1]  # only the passing variant
-    folder.write("variants.json", variants)
+    variants = load_run(folder.path).variants[:1]  # only the passing variant
+    folder.write_variants(variants)
     for name in ("a", "b"):
         folder.update_target(name, _target(name))
         folder.log_path(name).write_text("")
@@ -362,11 +375,12 @@ def test_no_problems_and_saturated_row_left_out_of_ranking(tmp_path: Path) -> No
     folder.append_step(_step_row("b", 0, 0, 900.0, 2.0))
     folder.write_records("b", 0, 0, _records(3600, 1.0, seed=2, spacing_ns=1_111_111))
     html = render_report(folder.path).read_text(encoding="utf-8")
-    assert "No problems recorded." in html
+    assert 'id="problems"' not in html  # none: no empty section either
     assert re.search(
-        r"<strong>b</strong> has the highest throughput \(900\.0 req/s\): 8\.9\dx a "
-        r"\[8\.9\d\u20138\.9\d\], significantly faster than all others\.",
-        html,
+        r"Run b\.</h2>.*8\.9\dx \[8\.9\d\u20138\.9\d\] the throughput of the runner-up, a, at "
+        r"closed c=1: significantly better",
+        _section(html, "decision"),
+        re.DOTALL,
     )
 
     folder.append_step(
@@ -384,9 +398,10 @@ def test_no_problems_and_saturated_row_left_out_of_ranking(tmp_path: Path) -> No
     )
     folder.write_records("b", 0, 1, _records(3600, 1.0, seed=3, spacing_ns=1_111_111))
     html = render_report(folder.path).read_text(encoding="utf-8")
-    assert "<strong>a</strong> has the highest throughput" in html
-    assert "b (load generator saturated)" in html
-    assert "client CPU 99%" in html and "No problems recorded." not in html
+    # one repeat of b's level was invalid: the level is out, so a is the one to run
+    assert "Run a." in _section(html, "decision")
+    assert "Not ranked here: b (" in _section(html, "matrices")
+    assert "client CPU 99%" in _section(html, "problems")
     assert "invalid: load generator saturated" in html
 
 
@@ -397,9 +412,14 @@ def test_baseline_floor_is_shown_but_never_ranked(tmp_path: Path) -> None:
     folder.append_step(_step_row("floor", 0, 0, 9000.0, 0.2, adapter="inprocess"))
     folder.append_step(_step_row("a", 0, 0, 100.0, 5.0))
     html = render_report(folder.path).read_text(encoding="utf-8")
-    assert "<strong>a</strong> has the highest throughput" in html
-    assert "floor (baseline (the floor), not a serving stack)" in html
-    assert "floor: floor: 9,000.0 req/s, p99 0.20 ms" in html
+    assert "Run a." in _section(html, "decision")
+    matrices = _section(html, "matrices")
+    assert "<td>floor" not in matrices  # a reference line, never a contender row
+    assert (
+        "Reference, not a contender: the model called in-process without a server "
+        "(floor): p50 0.07 ms, p99 0.20 ms, throughput 9,000 req/s." in matrices
+    )
+    assert "<td>floor</td>" not in _section(html, "cost")  # no server to pay for
 
 
 def test_unreadable_records_file_is_a_problem_not_a_crash(tmp_path: Path) -> None:
@@ -411,21 +431,29 @@ def test_unreadable_records_file_is_a_problem_not_a_crash(tmp_path: Path) -> Non
     (folder.path / "records" / "fast").joinpath("001-r0.parquet").write_bytes(b"not parquet")
     html = render_report(folder.path).read_text(encoding="utf-8")
     assert "records/fast/001-r0.parquet: unreadable" in html
-    assert "No per-request records for this step." in html  # closed c=8 has no CDF
+    # startup, accuracy as PNG; the rest drawn from specs
+    assert html.count('<img class="chart"') == 2
+    # latency, throughput, CDF, throughput vs concurrency
+    assert html.count('<script type="application/json"') == 4
+    static = render_report(folder.path, folder.path / "static.html", static=True).read_text()
+    assert "No per-request records for this step." in static  # closed c=8 has no CDF
     # two summary charts, one CDF, throughput vs concurrency, startup, accuracy; the timeline
     # of the heaviest step (closed c=8) has no readable records and says so
-    assert html.count('<img class="chart"') == 6
+    assert static.count('<img class="chart"') == 6
     assert 'id="chart-timeline"' not in html
-    assert "fast: records unreadable (" in _section(html, "charts", "variants")
+    assert "fast: records unreadable (" in _section(html, "charts")
 
 
-def _section(html: str, start: str, end: str) -> str:
-    return html[html.index(f'id="{start}"') : html.index(f'id="{end}"')]
+def _section(html: str, start: str, end: str | None = None) -> str:
+    """From a section's id to `end`'s id, or to the next section."""
+    i = html.index(f'id="{start}"')
+    j = html.index(f'id="{end}"') if end else html.find("<section", i)
+    return html[i : j if j > 0 else None]
 
 
 def test_two_targets_summary_cites_verdicts_computed_on_the_fly(tmp_path: Path) -> None:
     folder = _base_folder(tmp_path)
-    folder.write("variants.json", folder.read("variants.json")[:1])
+    folder.write_variants(load_run(folder.path).variants[:1])
     for name in ("quick", "steady"):
         folder.update_target(name, _target(name))
     # quick: 1000 req/s at ~2 ms; steady: 500 req/s at ~6 ms; enough requests for a p99
@@ -435,21 +463,15 @@ def test_two_targets_summary_cites_verdicts_computed_on_the_fly(tmp_path: Path) 
     folder.write_records("steady", 0, 0, _records(1000, 6.0, seed=2, spacing_ns=2_000_000))
     html = render_report(folder.path).read_text(encoding="utf-8")
     assert not (folder.path / "verdicts.csv").exists()  # computed in memory, never written
-    summary = _section(html, "summary", "problems")
-    assert "computed from the records" in summary
-    assert re.search(
-        r"<strong>quick</strong> has the highest throughput \(1,000\.0 req/s\): "
-        r"2\.00x steady \[\d\.\d\d\u2013\d\.\d\d\], significantly faster than all others\.",
-        summary,
-    )
-    assert re.search(
-        r"<strong>quick</strong> has the lowest p99 \(3\.00 ms\): 0\.\d\dx steady "
-        r"\[0\.\d\d\u20130\.\d\d\], significantly faster than all others\.",
-        summary,
-    )
-    verdicts = _section(html, "verdicts", "comparison")
+    decision = _section(html, "decision")
+    assert "computed from the records" in decision
+    assert re.search(r"Run quick\.</h2>.*1,000 req/s within the SLO.*2\.00x \[\d\.\d\d\u2013"
+                     r"\d\.\d\d\] the throughput of the runner-up, steady, at closed c=1: "
+                     r"significantly better", decision, re.DOTALL)  # fmt: skip
+    assert "It also has the lowest p99 (3.00 ms)." in decision
+    verdicts = _section(html, "verdicts")
     assert verdicts.count('<span class="verdict v-faster">faster</span>') == 3
-    assert 'class="untrusted"' not in verdicts and "No problems recorded." in html
+    assert 'class="untrusted"' not in verdicts and 'id="problems"' not in html
     assert "server queue (ms)" not in html  # no framework metrics: no server columns
 
 
@@ -499,19 +521,16 @@ def test_verdicts_file_drives_summary_and_section(tmp_path: Path) -> None:
         folder.append_step(_step_row(name, 0, 0, rps, p99))
     _verdicts_csv(folder)
     html = render_report(folder.path).read_text(encoding="utf-8")
-    summary = _section(html, "summary", "problems")
-    assert "Verdicts: verdicts.csv." in summary
-    assert (
-        "<strong>x</strong> has the highest throughput (500.0 req/s): 1.11x y [1.05\u20131.17], "
-        "significantly faster than all others." in summary
-    )
-    assert (
-        "<strong>x</strong> and <strong>y</strong> are tied on p99 (no significant difference: "
-        "0.96x y [0.90\u20131.03]); x has the best point estimate, 5.00 ms; "
-        "insufficient data vs t&lt;img src=x onerror=alert(1)&gt;." in summary
-    )
-    assert "wrong (fidelity check failed)" in summary
-    verdicts = _section(html, "verdicts", "comparison")
+    decision = _section(html, "decision")
+    assert "Verdicts: verdicts.csv." in decision
+    assert "Run x.</h2>" in decision
+    assert ("1.11x [1.05\u20131.17] the throughput of the runner-up, y, at closed c=1: "
+            "significantly better") in decision  # fmt: skip
+    matrix = _section(html, "matrices")
+    # y against the leader x, read from the file the other way round (x vs y), flipped
+    assert "0.90x [0.85\u20130.95] worse" in matrix and "same" in matrix
+    assert "Not ranked here: wrong (wrong answers (fidelity check failed))." in matrix
+    verdicts = _section(html, "verdicts")
     assert '0.90x [0.85\u20130.95] <span class="verdict v-slower">slower</span>' in verdicts
     assert '<span class="verdict v-same">no significant difference</span>' in verdicts
     assert '<span class="verdict v-faster">faster</span>' in verdicts
@@ -519,16 +538,16 @@ def test_verdicts_file_drives_summary_and_section(tmp_path: Path) -> None:
     assert verdicts.count('<tr class="untrusted">') == 1
     assert "untrusted: wrong: fidelity check failed" in verdicts
     assert "<td>t&lt;img src=x onerror=alert(1)&gt;</td>" in verdicts
-    assert "<img src=x onerror" not in html and html.count("<script") == 1
+    assert "<img src=x onerror" not in html and own_scripts_only(html)
     assert "No verdicts" not in html  # the file was read, nothing recomputed
 
 
 def test_unstable_invalid_and_insufficient_rows_are_flagged(tmp_path: Path) -> None:
     folder = _base_folder(tmp_path)
-    run = folder.read("run.json")
+    run = folder.read_run()
     rule = {"window_s": 1.0, "windows": 3, "tolerance": 0.1, "percentile": 99.0}
     run["scenario"]["load"] = {"stability": {**rule, "max_duration_s": 30.0}}
-    folder.write("run.json", run)
+    folder.write_run(run)
     folder.update_target("t", _target("t"))
     nan = float("nan")
     row = _step_row(
@@ -553,7 +572,7 @@ def test_unstable_invalid_and_insufficient_rows_are_flagged(tmp_path: Path) -> N
     )
     folder.append_step(row)
     html = render_report(folder.path).read_text(encoding="utf-8")
-    comparison = _section(html, "comparison", "charts")
+    comparison = _section(html, "comparison")
     assert '2.31 <span class="ci">[2.25\u20132.40]</span>' in comparison
     assert '120.0 <span class="ci">[117.6\u2013122.4]</span>' in comparison
     assert comparison.count(">n/a*</span>") == 2  # p90 and p99, not a dash
@@ -566,9 +585,10 @@ def test_unstable_invalid_and_insufficient_rows_are_flagged(tmp_path: Path) -> N
         assert f'<span class="flag">{flag}</span>' in comparison
     assert "the last 3 windows of 1 s disagree by more than 10% on throughput or p99" in html
     assert "server queue (ms)" in comparison and ">0.75<" in comparison and ">3.25<" in comparison
-    assert "Invalid step: t, closed c=1, repeat 0" in _section(html, "problems", "verdicts")
-    assert "t (invalid: server answered 503 &lt;storm&gt;)" in _section(html, "summary", "problems")
-    assert "No pairwise verdicts: no step ran more than one target." in html
+    assert "Invalid step: t, closed c=1, repeat 0" in _section(html, "problems")
+    assert "Not ranked here: t (server answered 503 &lt;storm&gt;)" in _section(html, "matrices")
+    assert "No target can be recommended" in _section(html, "decision")
+    assert "No pairwise verdicts" in _section(html, "verdicts")
 
 
 def _open_row(target: str, step: int, rate: float, p99: float) -> dict[str, Any]:
@@ -611,10 +631,62 @@ def test_slo_search_section_shows_rate_bracket_and_chart(tmp_path: Path) -> None
     for step, rate in enumerate([10.0, 5.0, 2.5]):
         folder.append_step(_open_row("s2", step, rate, 50.0))
     html = render_report(folder.path).read_text(encoding="utf-8")
-    section = _section(html, "slo-search", "charts")
+    section = _section(html, "slo-search")
     assert "<td>s1</td>" in section and "180.0" in section and "[180.0\u2013200.0]" in section
     assert "none met the SLO" in section and "[none passed\u201310.0]" in section
     assert "p99 &le; 20.0 ms" in section
     assert "<td>yes</td>" in section and "<td>no</td>" in section
     pngs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', section)
     assert len(pngs) == 1 and base64.b64decode(pngs[0])[:4] == b"\x89PNG"
+
+
+def own_scripts_only(html: str) -> bool:
+    """Every <script> in a report is one the report wrote: the vega bundle, the code that
+    draws the charts, the table sorter (plain <script>) and the charts' JSON specs. A
+    script a server's text smuggled in would be one more, or another kind."""
+    tags = re.findall(r"<script[^>]*>", html)
+    specs = re.findall(r'<script type="application/json" id="vl-[a-z]+-spec">', html)
+    plain = [t for t in tags if t == "<script>"]
+    charts = 2 if specs else 0  # the bundle and the code that embeds the specs
+    return len(tags) == len(specs) + len(plain) and len(plain) == 1 + charts
+
+
+STACKS = ("fastapi", "torchserve", "triton", "kserve")
+
+
+def many_targets_run(tmp_path: Path, count: int) -> Path:
+    """A run of `count` targets (and the floor) over three steps, with records for each:
+    what the default scenario's report looks like at full size, without running it."""
+    folder = _base_folder(tmp_path)
+    run = folder.read_run()
+    run["scenario"]["targets"] = [{"name": f"t{i:02d}"} for i in range(count)]
+    folder.write_run(run)
+    folder.update_target("floor", _target("floor", adapter="inprocess", baseline=True))
+    labels = ("closed c=1", "closed c=16", "open 500/s poisson")
+    names = ["floor", *(f"{STACKS[i % 4]}-{i:02d}" for i in range(count))]
+    for i, name in enumerate(names):
+        if i:
+            folder.update_target(name, _target(name, adapter=STACKS[i % 4]))
+        speed = 8.0 if name == "floor" else 1.0 + (i % 7) * 0.15
+        for step, label in enumerate(labels):
+            mode = "open" if label.startswith("open") else "closed"
+            rps = 500.0 if mode == "open" else 300.0 * speed * (step + 1)
+            p99 = 12.0 / speed
+            row = _step_row(name, min(step, 1), 0, rps, p99, label=label, mode=mode,
+                            adapter="inprocess" if name == "floor" else STACKS[i % 4])  # fmt: skip
+            folder.append_step({**row, "step": step, "level": [1, 16, 500][step]})
+            folder.write_records(name, step, 0, _records(1200, p99 / 3, seed=i * 7 + step,
+                                                         spacing_ns=2_000_000))  # fmt: skip
+    from harness.verdicts import write_verdicts
+
+    write_verdicts(folder.path)
+    return folder.path
+
+
+def without_vega_bundle(html: str) -> str:
+    """The page without its inlined vega bundle (a package's file, which names URLs it never
+    loads), for checks on everything the report itself wrote."""
+    start = html.index("<script>", html.index("</header>"))
+    while "window.vegaEmbed=" not in html[start : html.index("</script>", start)]:
+        start = html.index("<script>", start + 1)
+    return html[:start] + html[html.index("</script>", start) :]

@@ -13,10 +13,10 @@ from PIL import Image
 
 from harness.load.records import ERR_NONE, ERR_TIMEOUT, StepRecords
 from harness.report import charts
-from harness.report.data import aggregate_steps, load_run
+from harness.report.data import aggregate_steps
 from harness.report.resources_view import accuracy_points, reference_accuracy, resources_chart
 from harness.report.timeline import heaviest_closed_label, timeline, window_percentiles
-from harness.results import RunFolder
+from harness.results import RunFolder, load_run
 from tests.harness.test_report import _base_folder, _records, _step_row, _target
 
 

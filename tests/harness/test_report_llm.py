@@ -10,14 +10,21 @@ import re
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 
+from harness import columns
 from harness.cost import usd_per_million_tokens
 from harness.report import render_report
-from harness.results import STEP_COLUMNS, RunFolder
+from harness.results import RunFolder
 from harness.summary import build_summary, write_summary
-from tests.harness.test_report import EVIL_TARGET, _base_folder, _step_row, _target
+from tests.harness.test_report import (
+    EVIL_TARGET,
+    _base_folder,
+    _section,
+    _step_row,
+    _target,
+    own_scripts_only,
+)
 
 NAN = float("nan")
 SKIP_REASON = "adapter vllm is not available here: run `servingbench env vllm` <b>first</b>"
@@ -91,22 +98,22 @@ def _llm_row(target: str, step: int, slo: bool = True) -> dict[str, Any]:
 
 def _write_steps(folder: RunFolder, rows: list[dict[str, Any]]) -> None:
     """steps.csv as the runner writes it for LLM steps: the usual columns, then the tokens'."""
-    columns = [*STEP_COLUMNS, *(c for c in LLM_FIELDS if c not in STEP_COLUMNS)]
-    pd.DataFrame(rows, columns=columns).to_csv(folder.path / "steps.csv", index=False)
+    assert set(LLM_FIELDS) <= set(columns.names())  # every token figure has its column
+    for row in rows:
+        folder.append_step(row)
 
 
 def _llm_folder(tmp_path: Path, slo: bool = True, p99: bool = True) -> RunFolder:
     folder = _base_folder(tmp_path)
-    run = folder.read("run.json")
+    run = folder.read_run()
     run["scenario"]["slo"] = {"latency_ms": 2000.0, "percentile": 99.0}
     if slo:
         run["scenario"]["slo"].update(ttft_ms=250.0, tpot_ms=25.0)
     run["scenario"]["cost"] = {"usd_per_hour": USD_PER_HOUR}
-    folder.write("run.json", run)
-    folder.write("model.json", {"name": "tiny-llama", "parameters": 5_500_000})
-    folder.write("variants.json", [])
-    folder.write(
-        "workload.json",
+    folder.write_run(run)
+    folder.write_model({"name": "tiny-llama", "parameters": 5_500_000})
+    folder.write_variants([])
+    folder.write_workload(
         {"api": "completions", "requests": 128, "prompt_tokens_mean": 80.0,
          "output_tokens_mean": 32.0},
     )  # fmt: skip
@@ -124,14 +131,10 @@ def _llm_folder(tmp_path: Path, slo: bool = True, p99: bool = True) -> RunFolder
     return folder
 
 
-def _section(html: str, start: str, end: str) -> str:
-    return html[html.index(f'id="{start}"') : html.index(f'id="{end}"')]
-
-
 def test_llm_section_has_charts_table_and_skipped_target(tmp_path: Path) -> None:
     folder = _llm_folder(tmp_path)
     html = render_report(folder.path).read_text(encoding="utf-8")
-    section = _section(html, "llm", "charts")
+    section = _section(html, "llm")
     assert "<h2>LLM serving</h2>" in section
     assert "TTFT &le; 250.0 ms, TPOT &le; 25.0 ms" in section
     assert "128 requests (completions API)" in section and "output tokens mean 32.0" in section
@@ -154,15 +157,15 @@ def test_llm_section_has_charts_table_and_skipped_target(tmp_path: Path) -> None
     # the hostile name is escaped everywhere, the skip reason too
     assert "<td>t&lt;img src=x onerror=alert(1)&gt;</td>" in table
     assert "<img src=x onerror" not in html and "<b>first</b>" not in html
-    assert html.count("<script") == 1
+    assert own_scripts_only(html)
     # the target whose stack is not installed: skipped with its reason, never "failed"
     reason = (
         "adapter vllm is not available here: run `servingbench env vllm` &lt;b&gt;first&lt;/b&gt;"
     )
     assert f"vllm-bf16: skipped ({reason})" in section
-    problems = _section(html, "problems", "verdicts")
+    problems = _section(html, "problems")
     assert "Target vllm-bf16: skipped" in problems and f"<pre>{reason}</pre>" in problems
-    targets = _section(html, "targets", "provenance")
+    targets = _section(html, "targets")
     assert (
         f'<td class="status-unavailable">skipped <span class="muted">({reason})</span>' in targets
     )
@@ -198,15 +201,20 @@ def test_llm_answers_in_summary_json_and_report(tmp_path: Path) -> None:
     assert set(winners["lowest_p99"]) == {"target", "value", "caveats"}
 
     html = render_report(folder.path).read_text(encoding="utf-8")
-    answers = _section(html, "summary", "cost")
+    answers = _section(html, "cost")
     assert (
         "<tr><th>Highest output tokens/s within the TTFT/TPOT SLO</th><td><strong>"
         "t&lt;img src=x onerror=alert(1)&gt;</strong> (500.0 tok/s)" in answers
     )
     assert "<tr><th>Lowest TTFT p99</th><td><strong>llamacpp-q8_0</strong> (20.00 ms)" in answers
-    assert "<th>Cheapest per million output tokens</th>" in answers and "(2.000 $)" in answers
-    cost = _section(html, "cost", "problems")
-    assert "<th>$ per million output tokens</th>" in cost and ">2.857<" in cost
+    assert "<th>Cheapest per million output tokens</th>" in answers and "($2.00)" in answers
+    cost = _section(html, "cost")
+    assert "<th>per million output tokens</th>" in cost and ">$2.86<" in cost
+    decision = _section(html, "decision")
+    assert "Run t&lt;img src=x onerror=alert(1)&gt;." in decision
+    assert (
+        "500 output tok/s within the token SLO (TTFT \u2264 250 ms, TPOT \u2264 25 ms" in decision
+    )
     assert f"skipped ({SKIP_REASON})".replace("<", "&lt;").replace(">", "&gt;") in cost
 
 
@@ -216,7 +224,7 @@ def test_without_token_slo_any_valid_step_counts(tmp_path: Path) -> None:
     assert winners["highest_output_tokens_within_slo"]["target"] == "llamacpp-q8_0"
     assert winners["highest_output_tokens_within_slo"]["value"] == 600.0
     html = render_report(folder.path).read_text(encoding="utf-8")
-    assert "(no token SLO set: every success counts)" in _section(html, "llm", "charts")
+    assert "(no token SLO set: every success counts)" in _section(html, "llm")
 
 
 def test_lowest_ttft_falls_back_to_p90_when_no_target_has_a_p99(tmp_path: Path) -> None:

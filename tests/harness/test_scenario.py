@@ -61,7 +61,7 @@ def test_wrong_value_names_field_and_expectation() -> None:
 def test_unknown_adapter_kind_lists_known_kinds() -> None:
     [(field, message)] = problems(MINIMAL.replace("kind: fastapi", "kind: fastapy"))
     assert field.startswith("targets[0].adapter")
-    assert "'fastapi'" in message and "'inprocess'" in message
+    assert "known: " in message and " fastapi," in message and " inprocess," in message
 
 
 def test_unknown_variant_and_missing_field() -> None:
@@ -69,6 +69,23 @@ def test_unknown_variant_and_missing_field() -> None:
     found = dict(problems(text))
     assert any(k.startswith("targets[0].variant") for k in found)
     assert found["name (line 1)"] == "Field required"
+
+
+def test_near_misses_are_named() -> None:
+    text = MINIMAL.replace("{kind: fastapi}", "{kind: fastapi, batchin: {}}")
+    text = text.replace("variant: onnx", "variant: onxx").replace("profile:", "profiles:")
+    found = dict(problems(text))
+    assert "did you mean 'batching'?" in found["targets[0].adapter.batchin (line 7)"]
+    assert "keys here: batching, kind, workers" in found["targets[0].adapter.batchin (line 7)"]
+    assert "did you mean 'profile'?" in found["load.profiles (line 4)"]
+    variant = found["targets[0].variant (line 8)"]
+    # only the builds of this scenario's model, not the LLM's
+    assert "did you mean 'onnx'?" in variant and "onnx-int8" in variant and "gguf" not in variant
+    [(_, kind)] = problems(MINIMAL.replace("kind: fastapi", "kind: fastap"))
+    assert kind.startswith("unknown kind 'fastap'; did you mean 'fastapi'?")
+    s = parse_scenario(MINIMAL)
+    with pytest.raises(ConfigError, match="did you mean 'a'"):
+        target_by_name(s, ["aa"])
 
 
 def test_duplicate_target_names() -> None:
@@ -84,8 +101,11 @@ def test_nested_batching_value_checked() -> None:
 
 
 def test_yaml_syntax_error_and_missing_file(tmp_path: Path) -> None:
-    [(field, _)] = problems("name: [unclosed\n")
-    assert field == "(yaml)"
+    [(field, message)] = problems("name: t\nload:\n  profile: [a\n  b: c\n")
+    assert field == "(yaml) line 4, column 4"  # where PyYAML stopped, 1-based
+    problem, line, caret = message.splitlines()
+    assert "expected ',' or ']'" in problem
+    assert line.strip() == "b: c" and caret.index("^") == line.index(":")
     with pytest.raises(ConfigError, match="cannot read"):
         load_scenario(tmp_path / "nope.yaml")
 

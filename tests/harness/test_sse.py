@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 
 from harness.llm.metrics import llm_summary
-from harness.llm.workload import GenRequest
-from harness.load.engine import StepPlan
+from harness.load.plan import StepPlan
 from harness.load.records import (
     ERR_CONNECTION,
     ERR_INFERENCE,
@@ -28,6 +27,7 @@ from harness.load.records import (
     ERR_SHORT_OUTPUT,
 )
 from harness.load.worker import LoadProcess
+from harness.protocols.base import GenRequest
 from harness.protocols.openai import OpenAIClient
 from tests.conftest import client_cpus
 

@@ -98,7 +98,8 @@ def test_report_logs_params_metrics_and_artifacts(
         assert set(_history(client, run_id, key)) == {0, 1}, key
     # summary.json figures: best throughput under the SLO, peak memory, startup
     metrics = run.data.metrics
-    assert metrics["fast/summary/throughput_under_slo_rps"] == 220.0
+    # a level's throughput is the mean of its repeats (200 and 220), not its best repeat
+    assert metrics["fast/summary/throughput_under_slo_rps"] == 210.0
     assert metrics["fast/summary/peak_rss_mb"] == 101.0
     assert metrics["fast/summary/startup_s"] == 1.25
     # a name MLflow would refuse is made a valid key; one repeat: its own 95% interval

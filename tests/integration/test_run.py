@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.launchers.process import free_port
+from harness.net import free_port
 from tests.conftest import REPO, client_cpus
 
 pytestmark = pytest.mark.usefixtures("no_orphans")
@@ -33,6 +33,7 @@ slo: {{latency_ms: 50}}
 resources: {{server_cpus: {_cpus(0)}, client_cpus: {_cpus(1)}}}
 load:
   duration_s: {duration}
+  max_duration_s: {2 * duration}
   warmup_s: 0.2
   target_warmup_s: 0.3
   profile:
@@ -114,6 +115,10 @@ def test_exit_code_and_failures_reported(finished_run) -> None:
     assert info["provenance"]["versions"]["torch"]
     assert info["provenance"]["git"]["revision"]
     assert len(info["failures"]) == 2
+    # where the time went: a line before the paths, and its figures in run.json
+    assert info["timings"]["model and variants"] > 0 and info["timings"]["target floor"] > 0
+    line = next(x for x in result.stdout.splitlines() if x.startswith("time: "))
+    assert "model and variants" in line and "5 targets" in line and "report" in line
     calibration = info["calibration"]  # the client's own overhead, measured first
     assert 0 < calibration["client_cpu_us_per_request"] < 500
     assert 0 < calibration["floor_p50_ms"] < 5
@@ -128,6 +133,11 @@ def test_target_that_fails_to_start_does_not_stop_the_others(finished_run) -> No
         assert targets[name]["status"] == "ok", targets[name]
         assert targets[name]["fidelity"]["passed"], targets[name]["fidelity"]
     assert targets["fastapi-onnx-batch"]["startup_s"] > 0
+    # the served stacks' own versions: packages, and the JVM TorchServe's frontend ran on
+    assert targets["fastapi-onnx-batch"]["stack"]["fastapi"]
+    assert targets["fastapi-onnx-batch"]["stack"]["uvicorn"]
+    torchserve = targets["torchserve-torchscript-batch"]["stack"]
+    assert torchserve["torchserve"] and torchserve["java"].split(".")[0].isdigit()
 
 
 def test_wrong_answers_are_flagged(finished_run) -> None:
@@ -174,7 +184,15 @@ def test_steps_csv_and_records(finished_run) -> None:
     ok = steps[steps.target != "wrong-answers"]
     assert (ok.errors == 0).all() and (ok.requests > 0).all()
     open_rows = steps[steps["mode"] == "open"]
-    assert np.allclose(open_rows.requests, 100)  # 100/s constant for 1 s
+    # 100/s constant cannot give a p99's 1,000 samples by its 2 s maximum: it runs to that
+    # maximum (whole schedule windows: exactly 200 requests), and says what it lacked
+    assert np.allclose(open_rows.requests, 200)
+    assert (open_rows.ended_by == "max_duration").all() and (open_rows.samples_needed == 1000).all()
+    closed_rows = steps[(steps["mode"] == "closed") & (steps.target != "wrong-answers")]
+    assert closed_rows.ended_by.isin(["duration", "samples", "max_duration"]).all()
+    short = closed_rows[closed_rows.ended_by == "max_duration"]  # a slow stack at c=4
+    assert (short.samples_needed == 1000).all() and short.p99_ms.isna().all()
+    assert closed_rows.loc[closed_rows.target == "floor", "ended_by"].iloc[0] == "duration"
     assert (open_rows.achieved_rate_ratio > 0.95).all()
     has_p99 = steps.p99_ms.notna()
     assert (steps.p50_ms[has_p99] <= steps.p99_ms[has_p99]).all()
@@ -196,7 +214,7 @@ def test_steps_csv_and_records(finished_run) -> None:
     assert not verdicts[verdicts.target_b == "wrong-answers"].trusted.any()
     records = pd.read_parquet(run_dir / "records" / "fastapi-onnx-batch" / "001-r0.parquet")
     assert {"intended_ns", "sent_ns", "end_ns", "status", "error", "in_window"} <= set(records)
-    assert records.in_window.sum() == 100
+    assert records.in_window.sum() == 200  # 100/s for its 2 s maximum
     assert (records.end_ns >= records.sent_ns).all()
     assert (run_dir / "logs" / "fastapi-onnx-batch.log").exists()
     # the server's process tree was sampled during every step of a launched server
@@ -225,7 +243,7 @@ def test_batching_really_batches(tmp_path: Path, bundle) -> None:
     from adapters.fastapi import BatchingConfig, FastapiAdapter, FastapiConfig
     from harness.launchers.base import LaunchRequest
     from harness.launchers.process import ProcessConfig, ProcessLauncher
-    from harness.load.engine import StepPlan
+    from harness.load.plan import StepPlan
     from harness.load.worker import LoadProcess
     from harness.scenario import VariantsSpec
     from harness.variants import build_variant
@@ -239,7 +257,7 @@ def test_batching_really_batches(tmp_path: Path, bundle) -> None:
         LaunchRequest("b", adapter, variant, tmp_path, tmp_path / "b.log", None, 1, 60)
     )
     try:
-        endpoint = adapter.endpoint(server, variant, bundle.x_test[:16])
+        endpoint = adapter.client(server).endpoint(bundle.x_test[:16])
         with LoadProcess(client_cpus()) as load:
             rec = load.run(endpoint, StepPlan(mode="closed", concurrency=16, duration_s=1))
         stats = httpx.get(f"{server.base_url}/stats").json()

@@ -120,16 +120,20 @@ def test_verdicts_and_report(llm_run) -> None:
     ran = (pd.read_csv(run_dir / "steps.csv")["target"]).nunique()  # vLLM too where installed
     assert len(llm) == ran * (ran - 1) // 2 * 3 * 2  # pairs x three steps x two token metrics
     closed = llm[llm["label"] == "closed c=4"]
-    assert (closed["ci_low"] <= closed["ratio"]).all() and (
-        closed["ratio"] <= closed["ci_high"]
-    ).all()
+    # an interval holds its ratio; where a side had too few samples for one (vLLM on two CPU
+    # cores answers a handful of requests in a step) the verdict says so instead of guessing
+    known = closed["ci_low"].notna() & closed["ci_high"].notna()
+    assert (closed.loc[known, "ci_low"] <= closed.loc[known, "ratio"]).all()
+    assert (closed.loc[known, "ratio"] <= closed.loc[known, "ci_high"]).all()
+    assert (closed.loc[~known, "verdict"] == "insufficient data").all()
+    assert known.any()  # the two llama.cpp variants always have enough for one
     html = (run_dir / "report.html").read_text()
     assert "llamacpp-q8_0" in html and "TTFT p50" in html and 'id="llm"' in html
 
 
 def test_mlflow_export_carries_the_token_metrics(llm_run) -> None:
     from harness.mlflow_export import step_figures
-    from harness.report.data import load_run
+    from harness.results import load_run
 
     _, run_dir = llm_run
     steps = load_run(run_dir).steps

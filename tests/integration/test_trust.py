@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from harness.load.endpoints import HttpEndpoint
-from harness.load.engine import StepPlan
 from harness.load.http import build_request
+from harness.load.plan import StepPlan
 from harness.load.worker import LoadProcess
 from harness.runner import run_scenario
 from harness.scenario import parse_scenario
@@ -77,6 +77,10 @@ targets:
 """
 
 
+# the answers of a model of the digits CNN's shape (ten scores): the load engine checks that
+TEN_SCORES = "[[0,0,0,0,0,0,0,0,0,0]]"
+
+
 def external(name: str, port: int) -> str:
     return (
         f"  - name: {name}\n    adapter: {{kind: http}}\n    variant: eager\n"
@@ -91,7 +95,7 @@ def test_slo_search_finds_a_known_capacity(nullserver, tmp_path: Path) -> None:
         "{kind: slo_search, start_rate: 50, growth: 2, precision: 0.04, max_steps: 12,"
         " arrival: constant}"
     )
-    with nullserver(delay_ms=5, serial=True) as port:
+    with nullserver(delay_ms=5, serial=True, outputs=TEN_SCORES) as port:
         text = SCENARIO.format(
             slo=50,
             percentile=90,
@@ -114,9 +118,9 @@ def test_slo_search_finds_a_known_capacity(nullserver, tmp_path: Path) -> None:
 def test_verdicts_for_identical_and_faster_servers(nullserver, tmp_path: Path) -> None:
     profile = "{kind: closed, concurrency: [4]}"
     with (
-        nullserver(delay_ms=5, jitter_ms=2, seed=1) as a,
-        nullserver(delay_ms=5, jitter_ms=2, seed=1) as b,
-        nullserver(delay_ms=4, jitter_ms=1.6, seed=1) as c,
+        nullserver(delay_ms=5, jitter_ms=2, seed=1, outputs=TEN_SCORES) as a,
+        nullserver(delay_ms=5, jitter_ms=2, seed=1, outputs=TEN_SCORES) as b,
+        nullserver(delay_ms=4, jitter_ms=1.6, seed=1, outputs=TEN_SCORES) as c,
     ):
         targets = external("a", a) + external("b", b) + external("fast", c)
         text = SCENARIO.format(

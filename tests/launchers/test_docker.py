@@ -194,3 +194,91 @@ def test_refused_option_is_named(
         assert "refused" in str(exc) and option in str(exc), str(exc)
     else:  # an engine that allows it (a GPU machine, a privileged daemon): nothing refused
         launcher.stop(server)
+
+
+KILLED = """\
+name: docker-killed
+model: {name: digits-cnn}
+dataset: {samples: 32}
+fidelity: {samples: 8}
+load:
+  duration_s: 6.0
+  warmup_s: 0.2
+  target_warmup_s: 0
+  calibrate: false
+  profile: {kind: closed, concurrency: [2, 2]}
+targets:
+  - name: fastapi-docker
+    adapter: {kind: fastapi}
+    variant: onnx
+    launcher: {kind: docker, cpus: 1, memory: 512m}
+    startup_timeout_s: 120
+"""
+
+
+def _wait_running(engine: Any, timeout_s: float = 180) -> Any:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = [c for c in ours(engine) if c.status == "running"]
+        if found:
+            return found[0]
+        time.sleep(0.2)
+    raise TimeoutError("no container of ours started")
+
+
+@pytest.mark.usefixtures("no_containers")
+def test_a_container_killed_mid_step_fails_its_target(engine: Any, tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from harness.runner import run_scenario
+    from harness.scenario import parse_scenario
+
+    def kill_during_the_first_step() -> None:
+        container = _wait_running(engine)
+        time.sleep(4.0)  # ready, fidelity checked, into the 6 s step
+        container.kill()  # SIGKILL to its main process
+
+    killer = threading.Thread(target=kill_during_the_first_step, daemon=True)
+    killer.start()
+    outcome = run_scenario(parse_scenario(KILLED), out_root=tmp_path)
+    killer.join(30)
+    (target,) = json.loads((outcome.run_dir / "targets.json").read_text())
+    assert target["status"] == "failed"
+    assert "container exited with code 137" in target["error"]
+    assert target["death"]["step"] == 0
+    assert outcome.failures and "died during step 0" in outcome.failures[0]
+
+
+@pytest.mark.usefixtures("no_containers")
+def test_sigkill_of_the_cli_removes_its_container(engine: Any, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    path = tmp_path / "killed.yaml"
+    path.write_text(KILLED.replace("duration_s: 6.0", "duration_s: 30.0"))
+    errors = tmp_path / "cli.err"  # the CLI's stderr, and its watchdog's (they share it)
+    with errors.open("wb") as err:
+        cli = subprocess.Popen(
+            [sys.executable, "-m", "harness.cli", "run", str(path), "--out", str(tmp_path / "out")],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+        )  # fmt: skip
+    try:
+        container = _wait_running(engine)
+        time.sleep(2.0)
+        cli.kill()  # SIGKILL: only the watchdog can remove the container now
+        cli.wait(10)
+        deadline = time.monotonic() + 15
+        while container.id in {c.id for c in ours(engine)} and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert container.id not in {c.id for c in ours(engine)}, errors.read_text()[-3000:]
+    finally:
+        with __import__("contextlib").suppress(ProcessLookupError):
+            os.killpg(cli.pid, signal.SIGKILL)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import threading
+import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,6 +24,35 @@ class EchoServer(ThreadingHTTPServer):
     predict: Any = None  # set once the model is loaded: /health answers 200 from then on
     shape: tuple[int, ...] = ()
     lock = threading.Lock()
+    faults: dict[str, Any] = {}  # the faulty adapter's (ECHO_FAULTS), none for echo
+    served = 0
+    busy = 0  # requests being handled right now
+    crowded = 0  # requests that arrived while another one was being handled
+    started = 0.0
+
+    def fault(self) -> tuple[int, bytes] | None:
+        """What this request gets instead of its answer, if a fault says so."""
+        f = self.faults
+        with self.lock:
+            self.served += 1
+            n = self.served
+            crowded = self.busy > 1
+            self.crowded += crowded
+            nth_crowded = self.crowded
+        if f.get("die_after") and n >= f["die_after"]:
+            os.kill(os.getpid(), signal.SIGKILL)  # a crash: no cleanup, no answer
+        if f.get("fail_with") is not None:
+            return 500, json.dumps({"error": f["fail_with"]}).encode()
+        if f.get("shed_every") and crowded and nth_crowded % f["shed_every"] == 0:
+            return 503, b'{"error":"overloaded, try later"}'
+        if f.get("garbage_after") and n > f["garbage_after"]:
+            return 200, b"<html><body>Service temporarily replaced</body></html>"
+        every = f.get("stall_every_s") or 0.0
+        if every > 0:
+            phase = (time.monotonic() - self.started) % every
+            if phase < f.get("stall_s", 0.0):
+                time.sleep(f["stall_s"] - phase)  # held, like an event loop stall
+        return None
 
     def load(self, variant_dir: Path) -> None:
         self.shape = tuple(read_variant(variant_dir)["input_shape"])
@@ -54,11 +85,22 @@ class Handler(BaseHTTPRequestHandler):
         if inputs.ndim == 0 or inputs.shape[1:] != self.server.shape:
             return self._send(422, {"error": f"expected shape {list(self.server.shape)}"})
         with self.server.lock:
-            outputs = self.server.predict(inputs)
+            self.server.busy += 1
+        try:
+            instead = self.server.fault() if self.server.faults else None
+            if instead is not None:
+                return self._raw(*instead)
+            with self.server.lock:
+                outputs = self.server.predict(inputs)
+        finally:
+            with self.server.lock:
+                self.server.busy -= 1
         self._send(200, {"outputs": outputs.tolist()})
 
     def _send(self, status: int, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload, separators=(",", ":")).encode()
+        self._raw(status, json.dumps(payload, separators=(",", ":")).encode())
+
+    def _raw(self, status: int, data: bytes) -> None:
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -77,6 +119,8 @@ def main() -> None:
     variant_dir = Path(os.environ["ECHO_VARIANT_DIR"])
     try:
         server = EchoServer((args.host, args.port), Handler)
+        server.faults = json.loads(os.environ.get("ECHO_FAULTS") or "{}")
+        server.started = time.monotonic()
     except OSError as exc:
         sys.exit(f"echo: cannot listen on {args.host}:{args.port}: {exc}")
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -1,0 +1,44 @@
+"""A step plan: what one step of load asks for. A plain value object, shared by the load
+profiles that make plans, the load backends that run them and the observers that show them;
+it lives apart from the engine's hot path so none of those import the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    mode: Literal["closed", "open"]
+    duration_s: float
+    warmup_s: float = 0.0
+    concurrency: int = 1
+    rate: float = 0.0
+    arrival: Literal["constant", "poisson"] = "poisson"
+    timeout_s: float = 10.0
+    max_connections: int = 2048
+    max_requests: int = 2_000_000
+    seed: int = 0
+    keep_bodies: bool = False
+    # A step ends once it has run duration_s AND has min_samples successful measured
+    # requests AND (if settle) its last windows agree, or at max_duration_s, whichever comes
+    # first; it ends on a whole stability window (an open-loop schedule stays intact).
+    max_duration_s: float | None = None
+    stability: tuple[float, int, float, float] | None = None  # window_s, windows, tol, q
+    min_samples: int = 0
+    settle: bool = False
+    # Several load processes start together at this perf_counter_ns() (CLOCK_MONOTONIC is
+    # shared by all processes), so their records share one t0 and merge directly.
+    start_at_ns: int | None = None
+    phase_s: float = 0.0  # shift of a constant schedule (interleaves split load processes)
+
+    @property
+    def label(self) -> str:
+        if self.mode == "closed":
+            return f"closed c={self.concurrency}"
+        return f"open {self.rate:g}/s {self.arrival}"
+
+    @property
+    def level(self) -> float:
+        return float(self.concurrency if self.mode == "closed" else self.rate)

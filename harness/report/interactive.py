@@ -1,0 +1,271 @@
+"""Interactive charts: Vega-Lite specs built with altair, rendered in the page by vega-embed.
+
+Readable at 15+ targets: the five best (the decision's order) get colours, the rest are grey
+until picked; clicking a legend entry shows that target alone (shift-click adds more), the
+others fade; hovering a point shows its value, its step and the steps.csv rows it comes
+from; a drag zooms, a double click resets. The in-process floor is left off the axes (its
+throughput would squeeze every real contender into a corner) and named in the caption.
+
+The JavaScript (vega, vega-lite, vega-embed) comes from the vl-convert package and is
+inlined once per page, so a report works offline. Specs travel as JSON inside
+`<script type="application/json">` with `<`, `>` and `&` escaped, so no string from the run
+folder can close the tag.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.report.data import step_rows
+
+TOP = 5  # targets coloured; the rest grey until picked
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd"]
+GREY = "#b9b9b9"
+WIDTH = 760
+CDF_POINTS = 100  # quantiles per target and step: enough for a smooth curve, small pages
+
+
+@lru_cache(maxsize=1)
+def javascript() -> str:
+    """vega + vega-lite + vega-embed as one classic script (sets window.vegaEmbed)."""
+    import vl_convert
+
+    return str(vl_convert.javascript_bundle(None))  # type: ignore[arg-type]  # None: no snippet
+
+
+def spec_json(spec: Mapping[str, Any]) -> str:
+    """A spec as JSON that is safe inside a <script> element."""
+    text = json.dumps(spec, allow_nan=False, default=_plain)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def _colour(order: Sequence[str]) -> Any:
+    import altair as alt
+
+    domain = list(order)
+    colours = [PALETTE[i] if i < TOP else GREY for i in range(len(domain))]
+    return alt.Color("target:N", scale=alt.Scale(domain=domain, range=colours),
+                     legend=alt.Legend(title="target (click to pick)",
+                                       symbolLimit=0, labelLimit=260))  # fmt: skip
+
+
+def _pick() -> Any:
+    import altair as alt
+
+    return alt.selection_point(fields=["target"], bind="legend", name="pick")
+
+
+def _finish(chart: Any) -> dict[str, Any]:
+    import altair as alt
+
+    # our data are already summaries (quantiles, windows, steps): a few thousand rows at
+    # most, inlined once; altair's 5,000-row guard is for raw data sets
+    with alt.data_transformers.disable_max_rows():
+        spec: dict[str, Any] = chart.to_dict()
+    spec.pop("$schema", None)  # a URL the offline page never fetches
+    return spec
+
+
+def _rows_of(steps: pd.DataFrame, target: str, label: str) -> str:
+    return ", ".join(map(str, step_rows(steps, target, label)))
+
+
+def _clean(frame: pd.DataFrame) -> pd.DataFrame:
+    """NaN and infinities out: JSON has no such numbers (Vega reads null as missing)."""
+    return frame.replace([np.inf, -np.inf], np.nan).astype(object).where(frame.notna(), None)
+
+
+Spec = dict[str, Any]
+
+
+def latency_vs_throughput(agg: pd.DataFrame, steps: pd.DataFrame, order: Sequence[str],
+                          floors: set[str], slo_ms: float | None) -> Spec | None:  # fmt: skip
+    """p50 and p99 against throughput: one line per target through its steps."""
+    import altair as alt
+
+    rows = agg[~agg["target"].isin(floors)]
+    rows = rows[rows["throughput_rps"].notna()]
+    if rows.empty:
+        return None
+    frame = pd.concat([
+        pd.DataFrame({
+            "target": rows["target"], "step": rows["label"], "order": rows["order"],
+            "throughput": rows["throughput_rps"], "latency": rows[column],
+            "percentile": name,
+            "rows": [_rows_of(steps, t, lbl) for t, lbl in zip(rows["target"], rows["label"],
+                                                                strict=True)],
+        })
+        for column, name in (("p50_ms", "p50"), ("p99_ms", "p99"))
+    ])  # fmt: skip
+    frame = frame[frame["latency"].notna() & (frame["latency"] > 0)]
+    if frame.empty:
+        return None
+    pick = _pick()
+    base = alt.Chart(_clean(frame)).encode(
+        x=alt.X("throughput:Q", title="throughput (req/s)"),
+        y=alt.Y("latency:Q", title="latency (ms, log)", scale=alt.Scale(type="log")),
+        color=_colour(order),
+        strokeDash=alt.StrokeDash("percentile:N", legend=alt.Legend(title="percentile")),
+        opacity=alt.condition(pick, alt.value(1.0), alt.value(0.12)),
+        order="throughput:Q",  # a line runs left to right, whatever order the steps ran in
+        tooltip=["target:N", "step:N", "percentile:N",
+                 alt.Tooltip("latency:Q", format=",.2f", title="latency (ms)"),
+                 alt.Tooltip("throughput:Q", format=",.0f", title="throughput (req/s)"),
+                 alt.Tooltip("rows:N", title="steps.csv rows")],
+    )  # fmt: skip
+    layers = [base.mark_line(), base.mark_point(filled=True, size=60)]
+    if slo_ms:
+        layers.append(alt.Chart(pd.DataFrame({"slo": [slo_ms]})).mark_rule(
+            color="#a61b1b", strokeDash=[4, 4]).encode(y="slo:Q"))  # fmt: skip
+    chart = alt.layer(*layers).add_params(pick).properties(width=WIDTH, height=380).interactive()
+    return _finish(chart)
+
+
+def throughput_by_step(agg: pd.DataFrame, steps: pd.DataFrame, order: Sequence[str],
+                       floors: set[str], labels: Sequence[str]) -> Spec | None:  # fmt: skip
+    """Throughput of every target, one row of bars per step (small multiples)."""
+    import altair as alt
+
+    rows = agg[~agg["target"].isin(floors) & agg["throughput_rps"].notna()]
+    if rows.empty:
+        return None
+    frame = pd.DataFrame({
+        "target": rows["target"], "step": rows["label"], "throughput": rows["throughput_rps"],
+        "low": rows["throughput_rps_lo"], "high": rows["throughput_rps_hi"],
+        "rows": [_rows_of(steps, t, lbl) for t, lbl in zip(rows["target"], rows["label"],
+                                                            strict=True)],
+    })  # fmt: skip
+    pick = _pick()
+    bars = alt.Chart(_clean(frame)).mark_bar().encode(
+        y=alt.Y("target:N", sort=list(order), title=None),
+        x=alt.X("throughput:Q", title="throughput (req/s)"),
+        color=_colour(order),
+        opacity=alt.condition(pick, alt.value(1.0), alt.value(0.15)),
+        tooltip=["target:N", "step:N", alt.Tooltip("throughput:Q", format=",.1f"),
+                 alt.Tooltip("low:Q", format=",.1f", title="interval low"),
+                 alt.Tooltip("high:Q", format=",.1f", title="interval high"),
+                 alt.Tooltip("rows:N", title="steps.csv rows")],
+    ).add_params(pick).properties(width=WIDTH - 200, height=alt.Step(14))  # fmt: skip
+    chart = bars.facet(row=alt.Row("step:N", sort=list(labels), title=None,
+                                   header=alt.Header(labelAngle=0, labelAlign="left")))  # fmt: skip
+    return _finish(chart.resolve_scale(x="independent"))
+
+
+def throughput_vs_concurrency(agg: pd.DataFrame, steps: pd.DataFrame, order: Sequence[str],
+                              floors: set[str]) -> Spec | None:  # fmt: skip
+    """Closed-loop throughput against concurrency (log 2), its interval as a bar: a line
+    that flattens is a stack at capacity."""
+    import altair as alt
+
+    rows = agg[(agg["mode"] == "closed") & ~agg["target"].isin(floors)]
+    rows = rows[rows["throughput_rps"].notna() & (rows["concurrency"].fillna(0) > 0)]
+    if rows.empty:
+        return None
+    frame = pd.DataFrame({
+        "target": rows["target"], "step": rows["label"],
+        "concurrency": rows["concurrency"].astype(float), "throughput": rows["throughput_rps"],
+        "low": rows.get("throughput_rps_lo", rows["throughput_rps"]),
+        "high": rows.get("throughput_rps_hi", rows["throughput_rps"]),
+        "rows": [_rows_of(steps, t, lbl) for t, lbl in zip(rows["target"], rows["label"],
+                                                            strict=True)],
+    })  # fmt: skip
+    pick = _pick()
+    x = alt.X("concurrency:Q", title="concurrency (requests in flight, log scale)",
+              scale=alt.Scale(type="log", base=2))  # fmt: skip
+    base = alt.Chart(_clean(frame)).encode(
+        x=x, color=_colour(order), opacity=alt.condition(pick, alt.value(1.0), alt.value(0.12)),
+        tooltip=["target:N", "step:N", alt.Tooltip("throughput:Q", format=",.1f",
+                                                   title="throughput (req/s)"),
+                 alt.Tooltip("low:Q", format=",.1f", title="interval low"),
+                 alt.Tooltip("high:Q", format=",.1f", title="interval high"),
+                 alt.Tooltip("rows:N", title="steps.csv rows")],
+    )  # fmt: skip
+    y = alt.Y("throughput:Q", title="throughput (req/s)")
+    layers = [
+        base.mark_line().encode(y=y, order="concurrency:Q"),
+        base.mark_point(filled=True, size=60).encode(y=y),
+        base.mark_rule().encode(y="low:Q", y2="high:Q"),
+    ]
+    chart = alt.layer(*layers).add_params(pick).properties(width=WIDTH, height=340).interactive()
+    return _finish(chart)
+
+
+def latency_cdf(samples: Mapping[str, Mapping[str, np.ndarray]], order: Sequence[str],
+                floors: set[str], labels: Sequence[str]) -> dict[str, Any] | None:  # fmt: skip
+    """Latency CDFs of every step side by side (quantiles, not every request)."""
+    import altair as alt
+
+    parts = []
+    qs = np.linspace(0, 1, CDF_POINTS + 1)[1:-1]
+    for label in labels:
+        for target, values in (samples.get(label) or {}).items():
+            if target in floors or not len(values):
+                continue
+            parts.append(pd.DataFrame({"step": label, "target": target,
+                                       "latency": np.quantile(values, qs), "share": qs,
+                                       "n": len(values)}))  # fmt: skip
+    if not parts:
+        return None
+    pick = _pick()
+    chart = alt.Chart(_clean(pd.concat(parts))).mark_line().encode(
+        x=alt.X("latency:Q", title="latency (ms, log)", scale=alt.Scale(type="log")),
+        y=alt.Y("share:Q", title="share of requests", axis=alt.Axis(format="%")),
+        color=_colour(order),
+        opacity=alt.condition(pick, alt.value(1.0), alt.value(0.1)),
+        tooltip=["target:N", "step:N", alt.Tooltip("latency:Q", format=",.2f", title="ms"),
+                 alt.Tooltip("share:Q", format=".1%", title="share"), "n:Q"],
+    ).add_params(pick).properties(width=230, height=200).facet(
+        facet=alt.Facet("step:N", sort=list(labels), title=None), columns=3)  # fmt: skip
+    return _finish(chart.resolve_scale(x="independent"))
+
+
+def over_time(latency: Mapping[str, pd.DataFrame], order: Sequence[str], floors: set[str],
+              label: str, slo_ms: float | None) -> dict[str, Any] | None:  # fmt: skip
+    """p99 per 100 ms window over the heaviest step; pick a target in the legend to see it."""
+    import altair as alt
+
+    parts = [frame.assign(target=name) for name, frame in latency.items()
+             if name not in floors and not frame.empty]  # fmt: skip
+    if not parts:
+        return None
+    frame = pd.concat(parts)[["t_s", "p50_ms", "p99_ms", "requests", "target"]]
+    pick = _pick()
+    base = alt.Chart(_clean(frame)).encode(
+        x=alt.X("t_s:Q", title=f"time into the step (s): {label}"),
+        color=_colour(order),
+        opacity=alt.condition(pick, alt.value(1.0), alt.value(0.08)),
+        tooltip=["target:N", alt.Tooltip("t_s:Q", format=".1f", title="t (s)"),
+                 alt.Tooltip("p50_ms:Q", format=",.2f"), alt.Tooltip("p99_ms:Q", format=",.2f"),
+                 "requests:Q"],
+    )  # fmt: skip
+    chart = base.mark_line(strokeWidth=1.2).encode(
+        y=alt.Y("p99_ms:Q", title="p99 per 100 ms window (ms, log)", scale=alt.Scale(type="log"))
+    )
+    layers = [chart]
+    if slo_ms:
+        layers.append(alt.Chart(pd.DataFrame({"slo": [slo_ms]})).mark_rule(
+            color="#a61b1b", strokeDash=[4, 4]).encode(y="slo:Q"))  # fmt: skip
+    spec = alt.layer(*layers).add_params(pick).properties(width=WIDTH, height=300).interactive()
+    return _finish(spec)
+
+
+def ranking_order(decision_table: Sequence[Any], agg: pd.DataFrame, targets: Sequence[str],
+                  floors: set[str]) -> list[str]:  # fmt: skip
+    """Targets in the decision's order, then the rest by their best throughput."""
+    first = [s.target for s in decision_table]
+    best = agg.groupby("target")["throughput_rps"].max() if len(agg) else pd.Series(dtype=float)
+    rest = sorted((t for t in targets if t not in first and t not in floors),
+                  key=lambda t: -float(best.get(t, 0) or 0))  # fmt: skip
+    return first + rest

@@ -1,0 +1,1 @@
+"""Workload families: one module each (harness/workloads/base.py has the contract)."""
