@@ -29,12 +29,18 @@ from harness.report.data import (
     load_run,
 )
 from harness.report.decision import Decision, cents, decide, price_text
-from harness.report.llm_view import SKIPPED_STATUS, llm_section
+from harness.report.llm_view import ITL_SERIES, SKIPPED_STATUS, TTFT_SERIES, llm_section
 from harness.report.matrix import matrices
-from harness.report.resources_view import accuracy_chart, resources_chart
-from harness.report.search_view import search_chart, searches
+from harness.report.resources_view import (
+    accuracy_chart,
+    accuracy_points,
+    reference_accuracy,
+    resources,
+    resources_chart,
+)
+from harness.report.search_view import search_chart, search_series, searches
 from harness.report.summary import trust_reasons
-from harness.report.timeline import timeline
+from harness.report.timeline import Timeline, timeline
 from harness.report.verdicts_view import Verdicts, load_verdicts, verdict_tables
 from harness.results import write_atomically
 
@@ -86,10 +92,18 @@ def _context(data: RunData, out: Path, static: bool = False) -> dict[str, Any]:
     marks = {name: "fidelity failed" for name in data.fidelity_failed()}
     slo_searches = searches(data)
     summary = _built_summary(data)
-    line = timeline(data, marks)
+    line = timeline(data, marks, static)
+    llm = llm_section(data, labels, targets, marks, static)
     decision = (decide(data, summary, verdicts) if summary is not None
                 else Decision("No target can be recommended.", None, "req/s",
                               why_none=["no step finished"]))  # fmt: skip
+    pngs = (_static_charts(data, agg, labels, targets, samples, marks, slo_searches) if static
+            else dict.fromkeys(STATIC_CHARTS))  # fmt: skip
+    drawing = None if static else _interactive(data, agg, labels, targets, samples, decision,
+                                               line, slo_searches, llm)  # fmt: skip
+    drawn = {key for key, uri in pngs.items() if uri} | set(drawing["specs"] if drawing else ())
+    if static and line is not None and line.chart:
+        drawn.add("timeline")
     return {
         "header": _header(data),
         "has_steps": not data.steps.empty,
@@ -103,53 +117,75 @@ def _context(data: RunData, out: Path, static: bool = False) -> dict[str, Any]:
         "na_legend": NA_LEGEND,
         "stability_rule": stability_rule(data),
         "searches": slo_searches,
-        "llm": llm_section(data, labels, targets, marks),
-        "charts": {
-            **(_static_charts(agg, labels, targets, samples, data.slo_ms, marks) if static else {}),
-            **(
-                {"concurrency": charts.throughput_vs_concurrency(agg, targets, marks)}
-                if static
-                else {}
-            ),
-            "search": search_chart(data, slo_searches, marks),
-            "timeline": line,
-            "resources": resources_chart(data),
-            "accuracy": accuracy_chart(data, agg),
-        },
+        "llm": llm,
+        # PNGs only for --static; otherwise every chart is a Vega-Lite spec (`interactive`)
+        "charts": pngs,
+        "drawn": drawn,  # the keys of the charts drawn, either way
+        "timeline": line,
         "variants": _variants(data),
         "targets": _targets(data),
         "provenance": _provenance(data),
         "files": data.listing(exclude=out),
         "answers": _answers(data, summary),
-        "interactive": None
-        if static
-        else _interactive(data, agg, labels, targets, samples, decision, line),
+        "interactive": drawing,
     }
 
 
-def _static_charts(agg: Any, labels: list[str], targets: list[str], samples: Any,
-                   slo_ms: float | None, marks: dict[str, str]) -> dict[str, Any]:  # fmt: skip
+STATIC_CHARTS = ("latency", "throughput", "cdfs", "concurrency", "search", "resources", "accuracy")
+
+
+def _static_charts(
+    data: RunData, agg: Any, labels: list[str], targets: list[str], samples: Any,
+    marks: dict[str, str], slo_searches: list[dict[str, Any]],
+) -> dict[str, Any]:  # fmt: skip
+    slo_ms = data.slo_ms
     return {
         "latency": charts.latency_vs_throughput(agg, targets, slo_ms, marks),
         "throughput": charts.throughput_bars(agg, labels, targets, marks),
         "cdfs": [(label, charts.latency_cdf(samples.get(label, {}), targets, slo_ms, marks))
                  for label in labels],
+        "concurrency": charts.throughput_vs_concurrency(agg, targets, marks),
+        "search": search_chart(data, slo_searches, marks),
+        "resources": resources_chart(data),
+        "accuracy": accuracy_chart(data, agg),
     }  # fmt: skip
 
 
 def _interactive(data: RunData, agg: Any, labels: list[str], targets: list[str], samples: Any,
-                 decision: Decision, line: Any) -> dict[str, Any]:  # fmt: skip
+                 decision: Decision, line: Timeline | None, slo_searches: list[dict[str, Any]],
+                 llm: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
     """Vega-Lite specs (as script-safe JSON) and the inlined JavaScript that draws them."""
     floors = data.baselines()
     order = interactive.ranking_order(decision.table, agg, targets, floors)
+    startup, memory, _ = resources(data)
+    found = search_series(data, slo_searches)
     specs = {
         "latency": interactive.latency_vs_throughput(agg, data.steps, order, floors, data.slo_ms),
         "throughput": interactive.throughput_by_step(agg, data.steps, order, floors, labels),
         "cdf": interactive.latency_cdf(samples, order, floors, labels),
         "concurrency": interactive.throughput_vs_concurrency(agg, data.steps, order, floors),
-        "timeline": interactive.over_time(line.latency, order, floors, line.label, data.slo_ms)
-        if line is not None else None,
+        "timeline": interactive.over_time(line.latency, order, floors, line.label, data.slo_ms,
+                                          line.warmup_s) if line is not None else None,
+        "server": interactive.server_load(line.process, line.gpu, order, floors, line.label,
+                                          line.warmup_s) if line is not None else None,
+        "search": interactive.slo_search(*found, order) if found is not None else None,
+        "resources": interactive.startup_and_memory(startup, memory, order),
+        "accuracy": interactive.accuracy_vs_speed(accuracy_points(data, agg),
+                                                  reference_accuracy(data)),
     }  # fmt: skip
+    if llm is not None:
+        ttft, tpot = llm["slo_ttft_ms"], llm["slo_tpot_ms"]
+        specs |= {
+            "llmttft": interactive.metric_by_step(
+                llm["agg"], labels, order, floors, TTFT_SERIES, "time to first token (ms, log)",
+                ("TTFT SLO (ms)", ttft) if ttft is not None else None),
+            "llmitl": interactive.metric_by_step(
+                llm["agg"], labels, order, floors, ITL_SERIES, "inter-token latency (ms, log)",
+                ("TPOT SLO (ms)", tpot) if tpot is not None else None),
+            "llmtokens": interactive.throughput_vs_concurrency(
+                llm["agg"], data.steps, order, floors, column="output_tokens_per_s",
+                unit="output tok/s", what="generations"),
+        }  # fmt: skip
     return {
         "specs": {k: interactive.spec_json(v) for k, v in specs.items() if v is not None},
         "javascript": interactive.javascript(),

@@ -78,6 +78,29 @@ def _finish(chart: Any) -> dict[str, Any]:
     return spec
 
 
+def _limit(value: float, title: str, axis: str = "y") -> Any:
+    """A dashed line at a limit (an SLO), with its value on hover."""
+    import altair as alt
+
+    frame = pd.DataFrame({"limit": [value], "name": [title]})
+    encoding = {axis: alt.X("limit:Q") if axis == "x" else alt.Y("limit:Q"),
+                "tooltip": [alt.Tooltip("name:N", title="limit"),
+                            alt.Tooltip("limit:Q", format=",.2f", title="value")]}  # fmt: skip
+    return alt.Chart(frame).mark_rule(color="#a61b1b", strokeDash=[4, 4]).encode(**encoding)
+
+
+def _warmup(warmup_s: float | None) -> list[Any]:
+    """A grey band over the warm-up (sent but not measured), or nothing."""
+    import altair as alt
+
+    if not warmup_s or not np.isfinite(warmup_s):
+        return []
+    frame = pd.DataFrame({"start": [0.0], "end": [float(warmup_s)]})
+    return [alt.Chart(frame).mark_rect(color="#999999", opacity=0.18).encode(
+        x="start:Q", x2="end:Q", tooltip=[alt.Tooltip("end:Q", format=".2f",
+                                                      title="warm-up until (s)")])]  # fmt: skip
+
+
 def _rows_of(steps: pd.DataFrame, target: str, label: str) -> str:
     return ", ".join(map(str, step_rows(steps, target, label)))
 
@@ -127,8 +150,7 @@ def latency_vs_throughput(agg: pd.DataFrame, steps: pd.DataFrame, order: Sequenc
     )  # fmt: skip
     layers = [base.mark_line(), base.mark_point(filled=True, size=60)]
     if slo_ms:
-        layers.append(alt.Chart(pd.DataFrame({"slo": [slo_ms]})).mark_rule(
-            color="#a61b1b", strokeDash=[4, 4]).encode(y="slo:Q"))  # fmt: skip
+        layers.append(_limit(slo_ms, "SLO (ms)"))
     chart = alt.layer(*layers).add_params(pick).properties(width=WIDTH, height=380).interactive()
     return _finish(chart)
 
@@ -163,36 +185,39 @@ def throughput_by_step(agg: pd.DataFrame, steps: pd.DataFrame, order: Sequence[s
     return _finish(chart.resolve_scale(x="independent"))
 
 
-def throughput_vs_concurrency(agg: pd.DataFrame, steps: pd.DataFrame, order: Sequence[str],
-                              floors: set[str]) -> Spec | None:  # fmt: skip
+def throughput_vs_concurrency(
+    agg: pd.DataFrame, steps: pd.DataFrame, order: Sequence[str], floors: set[str],
+    column: str = "throughput_rps", unit: str = "req/s", what: str = "requests",
+) -> Spec | None:  # fmt: skip
     """Closed-loop throughput against concurrency (log 2), its interval as a bar: a line
-    that flattens is a stack at capacity."""
+    that flattens is a stack at capacity. `column`: the rate drawn (output tokens/s for an
+    LLM run), with its `_lo`/`_hi` interval where the run has one."""
     import altair as alt
 
     rows = agg[(agg["mode"] == "closed") & ~agg["target"].isin(floors)]
-    rows = rows[rows["throughput_rps"].notna() & (rows["concurrency"].fillna(0) > 0)]
+    rows = rows[rows[column].notna() & (rows["concurrency"].fillna(0) > 0)]
     if rows.empty:
         return None
     frame = pd.DataFrame({
         "target": rows["target"], "step": rows["label"],
-        "concurrency": rows["concurrency"].astype(float), "throughput": rows["throughput_rps"],
-        "low": rows.get("throughput_rps_lo", rows["throughput_rps"]),
-        "high": rows.get("throughput_rps_hi", rows["throughput_rps"]),
+        "concurrency": rows["concurrency"].astype(float), "throughput": rows[column],
+        "low": rows.get(f"{column}_lo", rows[column]),
+        "high": rows.get(f"{column}_hi", rows[column]),
         "rows": [_rows_of(steps, t, lbl) for t, lbl in zip(rows["target"], rows["label"],
                                                             strict=True)],
     })  # fmt: skip
     pick = _pick()
-    x = alt.X("concurrency:Q", title="concurrency (requests in flight, log scale)",
+    x = alt.X("concurrency:Q", title=f"concurrency ({what} in flight, log scale)",
               scale=alt.Scale(type="log", base=2))  # fmt: skip
     base = alt.Chart(_clean(frame)).encode(
         x=x, color=_colour(order), opacity=alt.condition(pick, alt.value(1.0), alt.value(0.12)),
         tooltip=["target:N", "step:N", alt.Tooltip("throughput:Q", format=",.1f",
-                                                   title="throughput (req/s)"),
+                                                   title=f"throughput ({unit})"),
                  alt.Tooltip("low:Q", format=",.1f", title="interval low"),
                  alt.Tooltip("high:Q", format=",.1f", title="interval high"),
                  alt.Tooltip("rows:N", title="steps.csv rows")],
     )  # fmt: skip
-    y = alt.Y("throughput:Q", title="throughput (req/s)")
+    y = alt.Y("throughput:Q", title=f"throughput ({unit})")
     layers = [
         base.mark_line().encode(y=y, order="concurrency:Q"),
         base.mark_point(filled=True, size=60).encode(y=y),
@@ -232,7 +257,8 @@ def latency_cdf(samples: Mapping[str, Mapping[str, np.ndarray]], order: Sequence
 
 
 def over_time(latency: Mapping[str, pd.DataFrame], order: Sequence[str], floors: set[str],
-              label: str, slo_ms: float | None) -> dict[str, Any] | None:  # fmt: skip
+              label: str, slo_ms: float | None,
+              warmup_s: float | None = None) -> dict[str, Any] | None:  # fmt: skip
     """p99 per 100 ms window over the heaviest step; pick a target in the legend to see it."""
     import altair as alt
 
@@ -253,10 +279,9 @@ def over_time(latency: Mapping[str, pd.DataFrame], order: Sequence[str], floors:
     chart = base.mark_line(strokeWidth=1.2).encode(
         y=alt.Y("p99_ms:Q", title="p99 per 100 ms window (ms, log)", scale=alt.Scale(type="log"))
     )
-    layers = [chart]
+    layers = [chart, *_warmup(warmup_s)]  # the first layer holds the legend's pick
     if slo_ms:
-        layers.append(alt.Chart(pd.DataFrame({"slo": [slo_ms]})).mark_rule(
-            color="#a61b1b", strokeDash=[4, 4]).encode(y="slo:Q"))  # fmt: skip
+        layers.append(_limit(slo_ms, "SLO (ms)"))
     spec = alt.layer(*layers).add_params(pick).properties(width=WIDTH, height=300).interactive()
     return _finish(spec)
 
@@ -269,3 +294,167 @@ def ranking_order(decision_table: Sequence[Any], agg: pd.DataFrame, targets: Seq
     rest = sorted((t for t in targets if t not in first and t not in floors),
                   key=lambda t: -float(best.get(t, 0) or 0))  # fmt: skip
     return first + rest
+
+
+def server_load(process: Mapping[str, pd.DataFrame], gpu: Mapping[str, pd.DataFrame],
+                order: Sequence[str], floors: set[str], label: str,
+                warmup_s: float | None = None) -> Spec | None:  # fmt: skip
+    """The server's CPU over the step `over_time` shows (all its processes; 100% = one
+    core) and, where sampled, the GPU's utilisation and power: panels on one time axis."""
+    import altair as alt
+
+    panels = []
+    pick = _pick()
+    for series, column, title in (
+        (process, "cpu_pct", "server CPU (%, 100 = one core)"),
+        (gpu, "util_pct", "GPU utilisation (%)"),
+        (gpu, "power_w", "GPU power (W)"),
+    ):
+        parts = [frame[["t_s", column]].assign(target=name) for name, frame in series.items()
+                 if name not in floors and column in frame and not frame.empty]  # fmt: skip
+        if not parts:
+            continue
+        frame = pd.concat(parts).rename(columns={column: "value"})
+        line = alt.Chart(_clean(frame)).mark_line(strokeWidth=1.2).encode(
+            x=alt.X("t_s:Q", title=f"time into the step (s): {label}"),
+            y=alt.Y("value:Q", title=title),
+            color=_colour(order),
+            opacity=alt.condition(pick, alt.value(1.0), alt.value(0.08)),
+            tooltip=["target:N", alt.Tooltip("t_s:Q", format=".1f", title="t (s)"),
+                     alt.Tooltip("value:Q", format=",.1f", title=title)],
+        )  # fmt: skip
+        if not panels:
+            line = line.add_params(pick)  # defined once; every panel fades with it
+        panels.append(alt.layer(line, *_warmup(warmup_s)).properties(width=WIDTH, height=150))
+    if not panels:
+        return None
+    return _finish(alt.vconcat(*panels))
+
+
+def startup_and_memory(startup_s: Mapping[str, float],
+                       memory_mb: Mapping[str, Mapping[str, float]],
+                       order: Sequence[str]) -> Spec | None:  # fmt: skip
+    """Time to ready and each peak memory series, one panel each, one bar per target."""
+    import altair as alt
+
+    panels = [("time to ready (s)", startup_s), *memory_mb.items()]
+    frame = pd.DataFrame(
+        [{"target": t, "panel": title, "value": float(v)} for title, values in panels
+         for t, v in values.items() if v is not None and np.isfinite(v)]
+    )  # fmt: skip
+    if frame.empty:
+        return None
+    names = [t for t in order if t in set(frame["target"])]
+    names += [t for t in dict.fromkeys(frame["target"]) if t not in names]
+    pick = _pick()
+    bars = alt.Chart(frame).mark_bar().encode(
+        y=alt.Y("target:N", sort=names, title=None),
+        x=alt.X("value:Q", title=None),
+        color=_colour(names),
+        opacity=alt.condition(pick, alt.value(1.0), alt.value(0.15)),
+        tooltip=["target:N", alt.Tooltip("panel:N", title="figure"),
+                 alt.Tooltip("value:Q", format=",.2f", title="value")],
+    ).add_params(pick).properties(width=220, height=alt.Step(14))  # fmt: skip
+    shown = [title for title, _ in panels if title in set(frame["panel"])]
+    chart = bars.facet(column=alt.Column("panel:N", sort=shown, title=None))
+    return _finish(chart.resolve_scale(x="independent"))
+
+
+def accuracy_vs_speed(points: Sequence[tuple[str, str, float, float]],
+                      reference: float | None) -> Spec | None:  # fmt: skip
+    """One point per variant: its test accuracy against the best throughput of a trusted
+    target serving it, the fp32 reference as a dashed line."""
+    import altair as alt
+
+    rows = [{"variant": v, "target": t, "throughput": rps, "accuracy": acc * 100,
+             "drop": (reference - acc) * 100 if reference is not None else None}
+            for v, t, rps, acc in points
+            if np.isfinite(rps) and rps > 0 and np.isfinite(acc)]  # fmt: skip
+    if not rows:
+        return None
+    frame = _clean(pd.DataFrame(rows))
+    base = alt.Chart(frame).encode(
+        x=alt.X("throughput:Q", title="best throughput of a target serving it (req/s)"),
+        y=alt.Y("accuracy:Q", title="test accuracy (%)", scale=alt.Scale(zero=False)),
+        tooltip=["variant:N", alt.Tooltip("target:N", title="fastest trusted target"),
+                 alt.Tooltip("throughput:Q", format=",.1f", title="throughput (req/s)"),
+                 alt.Tooltip("accuracy:Q", format=".2f", title="accuracy (%)"),
+                 alt.Tooltip("drop:Q", format=".2f", title="drop vs fp32 (points)")],
+    )  # fmt: skip
+    layers = [
+        base.mark_point(filled=True, size=90).encode(color=alt.Color("variant:N")),
+        base.mark_text(align="left", dx=8, dy=-6).encode(text="variant:N"),
+    ]
+    if reference is not None and np.isfinite(reference):
+        layers.append(_limit(reference * 100, "fp32 reference accuracy (%)"))
+    return _finish(alt.layer(*layers).properties(width=WIDTH, height=300).interactive())
+
+
+def slo_search(
+    points: Mapping[str, pd.DataFrame], found: Mapping[str, float], slo_ms: float | None,
+    percentile: str, order: Sequence[str],
+) -> Spec | None:  # fmt: skip
+    """The SLO percentile against offered rate (log-log) per searched target; a dashed
+    vertical line at the highest rate each sustained within the SLO."""
+    import altair as alt
+
+    parts = [frame.assign(target=name) for name, frame in points.items() if not frame.empty]
+    if not parts:
+        return None
+    frame = pd.concat(parts)
+    frame = frame[(frame["rate"] > 0) & (frame["latency"] > 0)]
+    if frame.empty:
+        return None
+    names = [t for t in order if t in points] + [t for t in points if t not in order]
+    pick = _pick()
+    base = alt.Chart(_clean(frame)).encode(
+        x=alt.X("rate:Q", title="offered rate (req/s, log)", scale=alt.Scale(type="log")),
+        y=alt.Y("latency:Q", title=f"{percentile} latency (ms, log)", scale=alt.Scale(type="log")),
+        color=_colour(names),
+        opacity=alt.condition(pick, alt.value(1.0), alt.value(0.12)),
+        tooltip=["target:N", alt.Tooltip("rate:Q", format=",.1f", title="offered (req/s)"),
+                 alt.Tooltip("latency:Q", format=",.2f", title=f"{percentile} (ms)")],
+    )  # fmt: skip
+    layers = [base.mark_line(point=True).encode(order="rate:Q").add_params(pick)]
+    rates = pd.DataFrame([{"target": t, "rate": r} for t, r in found.items() if r and r > 0])
+    if not rates.empty:
+        layers.append(alt.Chart(rates).mark_rule(strokeDash=[6, 3]).encode(
+            x="rate:Q", color=_colour(names),
+            tooltip=["target:N", alt.Tooltip("rate:Q", format=",.1f",
+                                             title="highest rate within the SLO")]))  # fmt: skip
+    if slo_ms:
+        layers.append(_limit(slo_ms, "SLO (ms)"))
+    return _finish(alt.layer(*layers).properties(width=WIDTH, height=320).interactive())
+
+
+def metric_by_step(agg: pd.DataFrame, labels: Sequence[str], order: Sequence[str],
+                   floors: set[str], series: Sequence[tuple[str, str]], title: str,
+                   limit: tuple[str, float] | None = None) -> Spec | None:  # fmt: skip
+    """A per-step figure (TTFT, ITL) with one line per target and one dash per percentile
+    (`series`: (column, percentile name)); steps on the x axis in the order they ran."""
+    import altair as alt
+
+    rows = agg[~agg["target"].isin(floors)]
+    parts = [pd.DataFrame({"target": rows["target"], "step": rows["label"],
+                           "percentile": name, "value": rows[column]})
+             for column, name in series if column in rows]  # fmt: skip
+    if not parts:
+        return None
+    frame = pd.concat(parts)
+    frame = frame[frame["value"].notna() & (frame["value"] > 0)]
+    if frame.empty:
+        return None
+    pick = _pick()
+    base = alt.Chart(_clean(frame)).encode(
+        x=alt.X("step:N", sort=list(labels), title=None, axis=alt.Axis(labelAngle=-30)),
+        y=alt.Y("value:Q", title=title, scale=alt.Scale(type="log")),
+        color=_colour(order),
+        strokeDash=alt.StrokeDash("percentile:N", legend=alt.Legend(title="percentile")),
+        opacity=alt.condition(pick, alt.value(1.0), alt.value(0.12)),
+        tooltip=["target:N", "step:N", "percentile:N",
+                 alt.Tooltip("value:Q", format=",.2f", title=title)],
+    )  # fmt: skip
+    layers = [base.mark_line(point=True).add_params(pick)]
+    if limit is not None and limit[1] > 0:
+        layers.append(_limit(limit[1], limit[0]))
+    return _finish(alt.layer(*layers).properties(width=WIDTH, height=320))

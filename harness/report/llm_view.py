@@ -78,10 +78,20 @@ def _workload(data: RunData) -> dict[str, Any] | None:
     }
 
 
+TTFT_SERIES = (("ttft_p99_ms", "p99"), ("ttft_p50_ms", "p50"))
+ITL_SERIES = (("itl_p99_ms", "p99"), ("itl_p50_ms", "p50"))
+STYLES = {"p99": "-", "p50": "--"}  # the PNGs' line styles
+
+
 def llm_section(
-    data: RunData, labels: list[str], targets: list[str], marks: dict[str, str] | None = None
+    data: RunData,
+    labels: list[str],
+    targets: list[str],
+    marks: dict[str, str] | None = None,
+    static: bool = False,
 ) -> dict[str, Any] | None:
-    """Charts, table rows and notes of the LLM section; None for a run that is not an LLM's."""
+    """Table rows, notes and (`static`) PNG charts of the LLM section; None for a run that is
+    not an LLM's. The interactive charts are drawn from `agg` and the limits."""
     steps = data.steps
     if steps.empty or not is_llm(steps):
         return None
@@ -105,12 +115,15 @@ def llm_section(
         "rows": rows,
         "skipped": skipped_targets(data),
         "workload": _workload(data),
-        "charts": {
+        "agg": agg,
+        "charts": dict.fromkeys(("ttft", "itl", "tokens"))
+        if not static
+        else {
             "ttft": charts.metric_by_step(
                 agg,
                 labels,
                 targets,
-                (("ttft_p99_ms", "-", "p99"), ("ttft_p50_ms", "--", "p50")),
+                [(column, STYLES[name], name) for column, name in TTFT_SERIES],
                 "time to first token (ms, log scale)",
                 ("TTFT SLO (ms)", slo_ttft) if slo_ttft is not None else None,
                 marks,
@@ -119,7 +132,7 @@ def llm_section(
                 agg,
                 labels,
                 targets,
-                (("itl_p99_ms", "-", "p99"), ("itl_p50_ms", "--", "p50")),
+                [(column, STYLES[name], name) for column, name in ITL_SERIES],
                 "inter-token latency (ms, log scale)",
                 ("TPOT SLO (ms)", slo_tpot) if slo_tpot is not None else None,
                 marks,

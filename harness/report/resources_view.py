@@ -24,6 +24,11 @@ MEMORY_COLUMNS = (
 
 
 def resources_chart(data: RunData) -> str | None:
+    return charts.startup_and_memory(*resources(data))
+
+
+def resources(data: RunData) -> tuple[dict[str, float], dict[str, dict[str, float]], list[str]]:
+    """(time to ready per target, {memory series title: peak per target}, the targets)."""
     baselines = data.baselines()
     targets = [t for t in data.target_names() if t not in baselines]
     startup = {
@@ -32,7 +37,7 @@ def resources_chart(data: RunData) -> str | None:
         if finite(t.get("startup_s")) and str(t.get("name")) not in baselines
     }
     memory = {title: _peak(data.steps, column) for column, title in MEMORY_COLUMNS}
-    return charts.startup_and_memory(startup, memory, targets)
+    return startup, memory, targets
 
 
 def _peak(steps: pd.DataFrame, column: str) -> dict[str, float]:

@@ -49,7 +49,15 @@ def _number(value: Any) -> float | None:
 def search_chart(
     data: RunData, rows: list[dict[str, Any]], marks: dict[str, str] | None = None
 ) -> str | None:
-    """SLO percentile latency against offered rate for the searched targets."""
+    """SLO percentile latency against offered rate for the searched targets (a PNG)."""
+    series = search_series(data, rows)
+    return charts.slo_search(*series, marks) if series is not None else None
+
+
+def search_series(
+    data: RunData, rows: list[dict[str, Any]]
+) -> tuple[dict[str, pd.DataFrame], dict[str, float], float | None, str] | None:
+    """(points per target, rate found per target, SLO in ms, percentile name), or None."""
     if not rows:
         return None
     percentile = next((r["percentile"] for r in rows if r["percentile"] is not None), None)
@@ -57,7 +65,7 @@ def search_chart(
     points = {r["target"]: _points(data.steps, r["target"], percentile) for r in rows}
     found = {r["target"]: r["rate"] for r in rows if r["rate"] is not None}
     name = f"p{percentile:g}" if percentile is not None else "p99"
-    return charts.slo_search(points, found, slo_ms, name, marks)
+    return points, found, slo_ms, name
 
 
 def _points(steps: pd.DataFrame, target: str, percentile: float | None) -> pd.DataFrame:

@@ -26,10 +26,12 @@ WINDOW_S = 0.1
 @dataclass(frozen=True)
 class Timeline:
     label: str  # the step label shown, e.g. "closed c=16"
-    chart: str | None
-    gpu: bool = False  # GPU telemetry drawn
+    chart: str | None  # the PNG (--static only)
     notes: list[str] = field(default_factory=list)  # per target: what could not be drawn
     latency: dict[str, pd.DataFrame] = field(default_factory=dict)  # per target, per window
+    process: dict[str, pd.DataFrame] = field(default_factory=dict)  # server CPU (t_s, cpu_pct)
+    gpu: dict[str, pd.DataFrame] = field(default_factory=dict)  # (t_s, util_pct, power_w)
+    warmup_s: float | None = None  # sent but not measured, from the step's start
 
 
 def heaviest_closed_label(steps: pd.DataFrame) -> str | None:
@@ -41,8 +43,11 @@ def heaviest_closed_label(steps: pd.DataFrame) -> str | None:
     return str(top["label"].iloc[0])
 
 
-def timeline(data: RunData, marks: dict[str, str] | None = None) -> Timeline | None:
-    """The chart for the heaviest closed-loop step, or None when the run has no such step."""
+def timeline(
+    data: RunData, marks: dict[str, str] | None = None, static: bool = False
+) -> Timeline | None:
+    """The series of the heaviest closed-loop step (and, `static`, their PNG), or None when
+    the run has no such step."""
     label = heaviest_closed_label(data.steps)
     if label is None:
         return None
@@ -73,12 +78,13 @@ def timeline(data: RunData, marks: dict[str, str] | None = None) -> Timeline | N
                 into[name] = frame
             if note:
                 notes.append(f"{name}: {sampler} telemetry {note}")
-    # the PNG also shows the server's CPU and the GPU; the interactive chart draws latency
-    # from `latency`, and the PNG stays for the telemetry beside it
-    uri = charts.latency_over_time(
-        latency, process, gpu, max(warmups) if warmups else None, data.slo_ms, marks
+    warmup = max(warmups) if warmups else None
+    uri = (
+        charts.latency_over_time(latency, process, gpu, warmup, data.slo_ms, marks)
+        if static
+        else None
     )
-    return Timeline(label, uri, bool(gpu), notes, latency)
+    return Timeline(label, uri, notes, latency, process, gpu, warmup)
 
 
 def _first_records(data: RunData, target: str, rows: pd.DataFrame) -> tuple[Path, int, int] | None:

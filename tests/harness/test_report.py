@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -262,21 +263,21 @@ def test_report_has_summary_tables_charts_and_provenance(full_run: Path) -> None
     problems = _section(html, "problems")
     assert "top-1 agreement 0.50 &lt; 1.00" in problems
     assert "accuracy drop 7.7 &gt; 1.0 points" in problems
-    # charts: latency/throughput, throughput per step, the CDFs, throughput vs concurrency
-    # and p99 over time drawn by vega-embed from inline specs; server load over time,
-    # startup and memory, accuracy vs speed as inline PNG
+    # every chart drawn by vega-embed from an inline spec, none a PNG; each spec draws
     specs = re.findall(r'<script type="application/json" id="vl-([a-z]+)-spec">', html)
-    assert specs == ["latency", "throughput", "cdf", "concurrency", "timeline"]
-    pngs = re.findall(r'<img class="chart"[^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(pngs) == 3
-    for chart in ("timeline", "resources", "accuracy"):
-        assert f'id="chart-{chart}"' in html
-    assert 'id="chart-concurrency"' not in html and 'id="vl-concurrency"' in html
-    assert all(base64.b64decode(p)[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    # (no server telemetry in this folder: no server-load panel)
+    assert specs == ["latency", "throughput", "cdf", "concurrency", "timeline", "resources",
+                     "accuracy"]  # fmt: skip
+    assert "data:image/png" not in html and 'id="chart-' not in html
+    assert_specs_draw(html)
     # --static: every chart a PNG, no JavaScript but the table sorter
     still = render_report(full_run, full_run / "static.html", static=True).read_text()
-    pngs = re.findall(r'<img class="chart"[^>]*src="data:image/png;base64,', still)
+    pngs = re.findall(r'<img class="chart"[^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"',
+                      still)  # fmt: skip
     assert len(pngs) == 2 + len(LABELS) + 4 and "vegaEmbed" not in still
+    assert all(base64.b64decode(p)[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    for chart in ("concurrency", "timeline", "resources", "accuracy"):
+        assert f'id="chart-{chart}"' in still
     # variants (drop in points), targets (compact settings), provenance, file listing
     assert "7.70" in html
     assert "<td>workers=1</td>" in html  # settings as a short line, not JSON
@@ -359,7 +360,8 @@ def test_run_without_steps_says_so(tmp_path: Path) -> None:
     assert "Run status is &#39;interrupted&#39;" in html
     assert "Target fast: running" in html
     # no step charts; only the startup time, which was measured before the run stopped
-    assert html.count('src="data:image/png') == 1 and 'id="chart-resources"' in html
+    assert "data:image/png" not in html and 'id="vl-resources"' in html
+    assert html.count('<script type="application/json"') == 1
     assert "No closed-loop steps to plot." in html
 
 
@@ -431,16 +433,15 @@ def test_unreadable_records_file_is_a_problem_not_a_crash(tmp_path: Path) -> Non
     (folder.path / "records" / "fast").joinpath("001-r0.parquet").write_bytes(b"not parquet")
     html = render_report(folder.path).read_text(encoding="utf-8")
     assert "records/fast/001-r0.parquet: unreadable" in html
-    # startup, accuracy as PNG; the rest drawn from specs
-    assert html.count('<img class="chart"') == 2
-    # latency, throughput, CDF, throughput vs concurrency
-    assert html.count('<script type="application/json"') == 4
+    # latency, throughput, CDF, throughput vs concurrency, startup, accuracy: all specs
+    assert '<img class="chart"' not in html
+    assert html.count('<script type="application/json"') == 6
     static = render_report(folder.path, folder.path / "static.html", static=True).read_text()
     assert "No per-request records for this step." in static  # closed c=8 has no CDF
     # two summary charts, one CDF, throughput vs concurrency, startup, accuracy; the timeline
     # of the heaviest step (closed c=8) has no readable records and says so
     assert static.count('<img class="chart"') == 6
-    assert 'id="chart-timeline"' not in html
+    assert 'id="vl-timeline"' not in html and 'id="chart-timeline"' not in static
     assert "fast: records unreadable (" in _section(html, "charts")
 
 
@@ -636,8 +637,25 @@ def test_slo_search_section_shows_rate_bracket_and_chart(tmp_path: Path) -> None
     assert "none met the SLO" in section and "[none passed\u201310.0]" in section
     assert "p99 &le; 20.0 ms" in section
     assert "<td>yes</td>" in section and "<td>no</td>" in section
-    pngs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', section)
+    assert 'id="vl-search"' in section
+    assert_specs_draw(section)
+    still = _section(render_report(folder.path, folder.path / "s.html", static=True)
+                     .read_text(encoding="utf-8"), "slo-search")  # fmt: skip
+    pngs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', still)
     assert len(pngs) == 1 and base64.b64decode(pngs[0])[:4] == b"\x89PNG"
+
+
+def assert_specs_draw(html: str) -> None:
+    """Every inline Vega-Lite spec compiles and renders (to SVG, with vl-convert's own
+    Vega): a spec the browser could not draw fails here, without a browser."""
+    import vl_convert
+
+    specs = re.findall(r'<script type="application/json" id="vl-([a-z]+)-spec">(.*?)</script>',
+                       html, re.S)  # fmt: skip
+    assert specs
+    for key, text in specs:
+        svg = vl_convert.vegalite_to_svg(json.loads(text))
+        assert svg.startswith("<svg") and "<path" in svg, key
 
 
 def own_scripts_only(html: str) -> bool:

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from harness.load.records import ERR_NONE, ERR_TIMEOUT, StepRecords
-from harness.report import charts
+from harness.report import charts, interactive
 from harness.report.data import aggregate_steps
 from harness.report.resources_view import accuracy_points, reference_accuracy, resources_chart
 from harness.report.timeline import heaviest_closed_label, timeline, window_percentiles
@@ -83,14 +83,18 @@ def test_timeline_shows_the_heaviest_closed_step_with_its_telemetry(tmp_path: Pa
     data = load_run(folder.path)
     assert heaviest_closed_label(data.steps) == "closed c=8"
 
-    shown = timeline(data)
-    assert shown is not None and shown.label == "closed c=8" and shown.gpu
-    assert shown.chart is not None
+    shown = timeline(data)  # the series, for the interactive charts; no PNG
+    assert shown is not None and shown.label == "closed c=8" and shown.chart is None
+    assert set(shown.process) == {"a"} and set(shown.gpu) == {"a"}
+    spec = interactive.server_load(shown.process, shown.gpu, ["a", "b"], set(), shown.label)
+    assert spec is not None and len(spec["vconcat"]) == 3  # CPU, GPU utilisation, power
+    shown = timeline(data, static=True)
+    assert shown is not None and shown.gpu and shown.chart is not None
     assert _png_size(shown.chart) == (900, 760)  # three panels: latency, CPU, GPU
     assert len(shown.notes) == 1 and shown.notes[0].startswith("b: process telemetry unreadable")
 
     (folder.path / "telemetry" / "a" / "001-r0-gpu.parquet").unlink()
-    shown = timeline(load_run(folder.path))
+    shown = timeline(load_run(folder.path), static=True)
     assert shown is not None and shown.chart is not None and not shown.gpu
     assert _png_size(shown.chart) == (900, 560)  # latency and CPU
 

@@ -23,6 +23,7 @@ from tests.harness.test_report import (
     _section,
     _step_row,
     _target,
+    assert_specs_draw,
     own_scripts_only,
 )
 
@@ -138,11 +139,16 @@ def test_llm_section_has_charts_table_and_skipped_target(tmp_path: Path) -> None
     assert "<h2>LLM serving</h2>" in section
     assert "TTFT &le; 250.0 ms, TPOT &le; 25.0 ms" in section
     assert "128 requests (completions API)" in section and "output tokens mean 32.0" in section
-    for chart in ("ttft", "itl", "tokens"):
-        assert f'id="chart-llm-{chart}"' in section
+    for chart in ("ttft", "itl", "tokens"):  # interactive, and drawable
+        assert f'id="vl-llm{chart}"' in section
+    assert "data:image/png" not in section
+    assert_specs_draw(section)
+    still = render_report(folder.path, folder.path / "static.html", static=True).read_text()
     pngs = re.findall(r'<img class="chart"[^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"',
-                      section)  # fmt: skip
+                      _section(still, "llm"))  # fmt: skip
     assert len(pngs) == 3 and all(base64.b64decode(p)[:4] == b"\x89PNG" for p in pngs)
+    for chart in ("ttft", "itl", "tokens"):
+        assert f'id="chart-llm{chart}"' in still
     # the table: one row per target x step, sortable, with the server's token count
     table = section[section.index('id="llm-table"') :]
     assert '<table class="sortable" id="llm-table">' in section
@@ -242,7 +248,7 @@ def test_non_llm_run_has_no_llm_section_or_answers(tmp_path: Path) -> None:
     for step in (0, 1):
         folder.append_step(_step_row("fast", step, 0, 100.0 * (step + 1), 5.0))
     html = render_report(folder.path).read_text(encoding="utf-8")
-    assert 'id="llm"' not in html and "LLM serving" not in html and "chart-llm" not in html
+    assert 'id="llm"' not in html and "LLM serving" not in html and "vl-llm" not in html
     assert "output tokens" not in html and "TTFT" not in html
     summary = build_summary(folder.path)
     assert set(summary["winners"]) == {

@@ -122,7 +122,16 @@ def test_the_decision_leads_and_the_page_stands_alone(browser: Any, real_report:
     assert box is not None and box["y"] + box["height"] < 1000, box  # on the first screen
     assert headline.inner_text().startswith(("Run fastapi-", "No target"))
     page.screenshot("report-first-screen")
-    for key in ("latency", "throughput", "cdf", "concurrency"):  # every chart drew itself
+    for key in (
+        "latency",
+        "throughput",
+        "cdf",
+        "concurrency",
+        "timeline",
+        "server",
+        "resources",
+        "accuracy",
+    ):  # every chart drew itself
         assert page.page.locator(f"#vl-{key} svg").count() == 1, key
     assert page.problems == [], page.problems
     assert page.remote() == [], page.remote()
