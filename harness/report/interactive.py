@@ -303,7 +303,7 @@ def server_load(process: Mapping[str, pd.DataFrame], gpu: Mapping[str, pd.DataFr
     core) and, where sampled, the GPU's utilisation and power: panels on one time axis."""
     import altair as alt
 
-    panels = []
+    panels: list[Any] = []
     pick = _pick()
     for series, column, title in (
         (process, "cpu_pct", "server CPU (%, 100 = one core)"),
