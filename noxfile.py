@@ -3,11 +3,13 @@ typecheck, loadgen_bench, gate_bench, perf_analyzer, perf (the harness's own per
 
 Torch is installed first and pinned: on this kind of machine `pip install torch==2.13.0`
 takes the local CPU build, where an unpinned resolver would fetch a multi-GB CUDA build.
-Sessions use uv where it is installed (torch still through pip), venv and pip otherwise.
+Sessions use uv where it is installed (`pip install 'nox[uv]'`; torch from the local wheel
+folder pip is configured with, or through pip), venv and pip otherwise.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -19,16 +21,30 @@ nox.options.reuse_existing_virtualenvs = True
 # uv where it is installed (environments are built many times faster), venv and pip otherwise
 nox.options.default_venv_backend = "uv|venv"
 
+ROOT = Path(__file__).resolve().parent
 TORCH = os.environ.get("SERVINGBENCH_TORCH", "torch==2.13.0")
 DEFAULT_SCENARIO = "scenarios/digits-cnn.yaml"
 LLM_SCENARIO = "scenarios/tiny-llm.yaml"
 PERF_STORAGE = Path(__file__).resolve().parent / "results" / "perf-benchmarks"  # git-ignored
 
 
+def _local_torch_dirs() -> list[str]:
+    """Folders among pip's find-links with the pinned torch wheel (harness/wheels.py, loaded
+    by path: nothing of the harness is installed yet)."""
+    spec = importlib.util.spec_from_file_location("_wheels", ROOT / "harness" / "wheels.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return list(module.local_dirs(TORCH))
+
+
 def install(session: nox.Session, *extras: str) -> None:
-    if session.venv_backend == "uv":
-        # torch through pip all the same: pip's configuration is what knows a machine's
-        # local CPU build (uv reads no pip.conf); uv then keeps the installed torch
+    local = _local_torch_dirs() if session.venv_backend == "uv" else []
+    if local:
+        # uv reads no pip.conf: it gets the folder of the local CPU build pip would take
+        session.install(*[arg for d in local for arg in ("--find-links", d)], TORCH)
+    elif session.venv_backend == "uv":
+        # no local wheel known: torch through pip, whose configuration knows the machine
         session.install("pip")
         session.run("python", "-m", "pip", "install", "-q", TORCH)
     else:
@@ -40,6 +56,8 @@ def install(session: nox.Session, *extras: str) -> None:
 def benchmark(session: nox.Session) -> None:
     """Run a scenario (default: the embedded digits-cnn one) and write its HTML report."""
     install(session, "all")
+    # uv for the adapters' own environments (Triton's, KServe's): half pip's time cold
+    session.install("uv")
     args = session.posargs or [DEFAULT_SCENARIO]
     session.run("servingbench", "run", *args)
 

@@ -156,17 +156,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def time_spent(timings: dict[str, float], report_s: float) -> str:
-    """Where the run's time went, as one line: "time: model and variants 21 s, ..." (an
-    environment is created inside its target's time; said so)."""
+    """Where the run's time went, as one line: "time: model and variants 21 s, ..." (the
+    adapters' environments are created while the model builds; said so)."""
     targets = {k.removeprefix("target "): v for k, v in timings.items() if k.startswith("target ")}
     parts = [f"{k} {_minutes(v)}" for k, v in timings.items()
              if not k.startswith("target ") and k != "environments"]  # fmt: skip
+    if timings.get("environments"):
+        parts.append(f"environments {_minutes(timings['environments'])} (beside the model build)")
     if targets:
         slowest = max(targets, key=lambda k: targets[k])
         parts.append(f"{len(targets)} targets {_minutes(sum(targets.values()))} (slowest "
                      f"{escape(slowest)} {_minutes(targets[slowest])})")  # fmt: skip
-    if timings.get("environments"):
-        parts.append(f"of which creating environments {_minutes(timings['environments'])}")
     parts.append(f"report {_minutes(report_s)}")
     return "time: " + ", ".join(parts)
 

@@ -15,10 +15,12 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import venv
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import wheels
 from harness.cache import cache_root, recipe_hash
 from harness.errors import UnavailableError
 
@@ -42,6 +44,8 @@ class Environment:
     pip_args: tuple[str, ...] = field(default=())
     # removed after installing: packages a requirement drags in that break its imports
     uninstall: tuple[str, ...] = ()
+    # measured creation time on a 2-core box, pip's download cache warm: (with uv, with pip)
+    expected_s: tuple[float, float] | None = None
 
     @property
     def key(self) -> str:
@@ -72,20 +76,53 @@ def installer() -> str:
 
 def _steps(env: Environment, tool: str) -> list[list[str]]:
     pip = [str(env.python), "-m", "pip", "install", "--disable-pip-version-check"]
-    # the preinstall (torch) always through pip: pip's configuration is what knows a
-    # machine's local CPU build (uv reads no pip.conf and would fetch a CUDA build); uv then
-    # keeps what is installed where it satisfies the requirements
-    steps = [[*pip, *env.pip_args, *env.preinstall]] if env.preinstall else []
+    uv = [shutil.which("uv") or "uv", "pip", "install", "--python", str(env.python)]
+    steps = []
+    if env.preinstall:
+        # the preinstall (torch) is a pin pip takes from a local CPU build on this kind of
+        # machine; uv reads no pip.conf and would fetch a CUDA build, so it gets the folders
+        # that hold the pinned wheel, and without them the pin goes through pip
+        local = [d for pin in env.preinstall for d in wheels.local_dirs(pin)]
+        if tool == "uv" and len(local) >= len(env.preinstall):
+            links = [arg for d in dict.fromkeys(local) for arg in ("--find-links", d)]
+            steps.append([*uv, *links, *env.pip_args, *env.preinstall])
+        else:
+            steps.append([*pip, *env.pip_args, *env.preinstall])
     if env.requirements:
-        uv = [shutil.which("uv") or "uv", "pip", "install", "--python", str(env.python)]
         steps.append([*(uv if tool == "uv" else pip), *env.pip_args, *env.requirements])
     if env.uninstall:
         steps.append([str(env.python), "-m", "pip", "uninstall", "-y", *env.uninstall])
     return steps
 
 
+def expected(env: Environment, tool: str | None = None) -> str:
+    """How long creating `env` takes, in words, for the phase line that announces it."""
+    tool = tool or installer()
+    if env.expected_s is None:
+        return "a few minutes"
+    seconds = env.expected_s[0 if tool == "uv" else 1]
+    return f"about {seconds / 60:.0f} min" if seconds >= 90 else f"about {seconds:.0f} s"
+
+
+_installs: set[subprocess.Popen[bytes]] = set()  # running now, in any thread
+_installs_lock = threading.Lock()
+
+
+def stop_installs() -> None:
+    """End every install still running (the run was interrupted); their `ensure` raises."""
+    with _installs_lock:
+        running = list(_installs)
+    for proc in running:
+        if proc.poll() is None:
+            proc.terminate()  # the supervisor passes it on to the install's process group
+
+
 def ensure(env: Environment, log_path: Path | None = None) -> Path:
-    """Create the environment if needed; return its Python. UnavailableError on failure."""
+    """Create the environment if needed; return its Python. UnavailableError on failure.
+    Each install runs under the process supervisor, so it dies with servingbench (even a
+    SIGKILL), and `stop_installs` ends it from another thread."""
+    from harness.launchers.process import supervised  # the launchers import this module
+
     if env.ready:
         return env.python
     env.path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,12 +133,24 @@ def ensure(env: Environment, log_path: Path | None = None) -> Path:
         for cmd in _steps(env, tool):
             log.write(f"$ {' '.join(cmd)}\n".encode())
             log.flush()
-            done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=1800,
-                                  check=False)  # fmt: skip
-            if done.returncode != 0:
+            # its own session: a terminal's Ctrl-C reaches the run, which stops it
+            proc = subprocess.Popen(supervised(cmd, None, 5.0), stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)  # fmt: skip
+            with _installs_lock:
+                _installs.add(proc)
+            try:
+                code = proc.wait(timeout=1800)
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+                code = proc.wait()
+            finally:
+                with _installs_lock:
+                    _installs.discard(proc)
+            if code != 0:
                 raise UnavailableError(
                     f"creating the {env.name} environment failed ({Path(cmd[0]).name} exit "
-                    f"{done.returncode}); see {log_path}"
+                    f"{code}); see {log_path}"
                 )
     (env.path / ".complete").write_text(f"ok ({tool})\n")
     return env.python

@@ -13,12 +13,13 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness import bounds, registry
+from harness import bounds, environments, registry
 from harness.adapter import Adapter, Server
 from harness.calibration import calibrate
 from harness.errors import ServingBenchError, UnavailableError
@@ -94,7 +95,7 @@ def run_scenario(
     status = "failed"
     try:
         run.check_gpus()
-        with run.timed("model and variants"):
+        with run.environments_beside(targets), run.timed("model and variants"):
             run.prepare([t.variant for t in targets])
         with _load_backend(scenario) as load:
             with run.timed("calibration"):
@@ -142,6 +143,7 @@ class _Run:
         # the model's family: its requests, fidelity and step figures (harness/workloads)
         self.workload: Workload = registry.workload_of(scenario.model.name)(scenario)  # type: ignore[attr-defined]
         self.gpu_available = False
+        self.env_errors: dict[str, str] = {}  # an adapter environment's key -> why it failed
         # where the run's time went (seconds), into run.json and the terminal's last line
         self.timings: dict[str, float] = {}
         cpus = scenario.resources.server_cpus
@@ -157,6 +159,56 @@ class _Run:
 
     def add_time(self, key: str, seconds: float) -> None:
         self.timings[key] = self.timings.get(key, 0.0) + seconds
+
+    @contextlib.contextmanager
+    def environments_beside(self, targets: list[Any]) -> Iterator[None]:
+        """Create the adapters' own environments (the first time: installs, a minute or
+        more each) two at a time while the model and variants build, and wait for them
+        before anything is measured: no install ever runs beside a step."""
+        needed = self._environments(targets)
+        if not needed:
+            yield
+            return
+        began = time.perf_counter()
+        tool = environments.installer()
+        for env, names in needed:
+            self.observer.on_phase(
+                f"creating the {env.name} environment once, for {', '.join(names)} ({tool}, "
+                f"{environments.expected(env, tool)}; log: {env.path.with_suffix('.log')})"
+            )
+        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="environment")
+        futures: list[tuple[Any, Future[Any]]] = [
+            (env, pool.submit(environments.ensure, env)) for env, _ in needed
+        ]
+        try:
+            yield
+        except BaseException:
+            environments.stop_installs()  # Ctrl-C or a failed build: no install goes on
+            raise
+        finally:
+            for env, future in futures:
+                try:
+                    future.result()
+                except Exception as exc:  # its targets fail with this; the others run
+                    self.env_errors[env.key] = str(exc)
+                    self.observer.on_phase(f"the {env.name} environment failed: {exc}")
+            pool.shutdown()
+            self.add_time("environments", time.perf_counter() - began)
+
+    def _environments(self, targets: list[Any]) -> list[tuple[Any, list[str]]]:
+        """The environments not yet created that these targets' servers run in, each with
+        the targets that need it (a container brings its own; an unavailable adapter is
+        skipped with its reason later)."""
+        needed: dict[str, tuple[Any, list[str]]] = {}
+        for target in targets:
+            if target.launcher.kind != "process":
+                continue
+            adapter = registry.adapters()[target.adapter.kind](target.adapter)
+            env = adapter.environment
+            if env is None or env.ready or not adapter.availability().available:
+                continue
+            needed.setdefault(env.key, (env, []))[1].append(target.name)
+        return list(needed.values())
 
     def check_gpus(self) -> None:
         """Find the GPUs once; without a driver say "no GPU" once and go on."""
@@ -233,12 +285,9 @@ class _Run:
             self._finish_target(name, "unavailable", reason)
             return
         own = adapter.environment
-        if own is not None and not own.ready and target.launcher.kind == "process":
-            # minutes of pip installs inside a step-less phase: say so, once, before them
-            self.observer.on_phase(
-                f"{name}: creating the {own.name} environment once (pip installs, a few "
-                f"minutes; log: {own.path.with_suffix('.log')})"
-            )
+        if own is not None and target.launcher.kind == "process" and own.key in self.env_errors:
+            self._finish_target(name, "failed", self.env_errors[own.key])
+            return
         try:
             variant = self._usable_variant(adapter, target.variant)
             server = launcher.start(
@@ -267,8 +316,6 @@ class _Run:
             if "container" in server.info:  # image id and digests: what exactly ran
                 self.folder.update_target(name, {"container": server.info["container"]})
             self.folder.update_target(name, {"stack": self._stack(adapter, server)})
-            if server.info.get("environment_s"):  # created for this target: its own line
-                self.add_time("environments", server.info["environment_s"])
             first = self.workload.check_fidelity(adapter, server)
             self._record_fidelity(name, first)
             self._load_steps(target, adapter, launcher, server, load, repeat)

@@ -68,11 +68,8 @@ class ProcessLauncher(Launcher):
                 info={"threads": request.threads},
             )
         own_env = adapter.environment
-        environment_s = 0.0  # minutes the first time: the run says where its time went
-        if own_env is not None and not own_env.ready:
-            began = time.perf_counter()
+        if own_env is not None:  # a run creates it beforehand; a bare launch here, once
             environments.ensure(own_env)
-            environment_s = time.perf_counter() - began
         env = {
             **os.environ,
             **_thread_env(request.threads),
@@ -102,9 +99,8 @@ class ProcessLauncher(Launcher):
             variant=request.variant,
             pid=pid,
             log_path=request.log_path,
-            info={"threads": request.threads, "supervisor_pid": proc.pid,
-                  "environment_s": environment_s},
-        )  # fmt: skip
+            info={"threads": request.threads, "supervisor_pid": proc.pid},
+        )
         try:
             self._wait_ready(proc, server, request)
         except BaseException:
