@@ -50,7 +50,7 @@ from tests.conftest import REPO, servingbench_processes
 
 SPOKEN = ("kserve-v1", "v2-json", "v2-binary", "v2-grpc")
 KSERVE_SCENARIO = REPO / "scenarios" / "kserve.yaml"
-DEFAULT_SCENARIO = REPO / "scenarios" / "digits-cnn.yaml"
+FULL_SCENARIO = REPO / "scenarios" / "digits-cnn-full.yaml"  # every target, kserve v1 too
 
 
 @pytest.fixture(scope="module")
@@ -208,9 +208,9 @@ def _docs() -> dict[str, dict]:
     texts = {
         "custom-v1": manifest_for(KSERVE_SCENARIO, "kserve-onnx-v1"),
         "custom-grpc": manifest_for(KSERVE_SCENARIO, "kserve-onnx-grpc", ["namespace=bench"]),
-        "pytorch": manifest_for(DEFAULT_SCENARIO, "torchserve-eager-batch", ts_sets),
+        "pytorch": manifest_for(FULL_SCENARIO, "torchserve-eager-batch", ts_sets),
         "triton": manifest_for(
-            DEFAULT_SCENARIO,
+            FULL_SCENARIO,
             "triton-onnx-grpc-batch",
             ["storage_uri=pvc://models/triton", "min_replicas=2", "max_replicas=3"],
         ),
@@ -285,11 +285,11 @@ def test_manifests_round_trip_through_the_sdk_models(kserve_env: Path) -> None:
 
 def test_missing_k8s_settings_say_what_to_set() -> None:
     with pytest.raises(ConfigError, match="storage_uri is not set"):
-        manifest_for(DEFAULT_SCENARIO, "torchserve-eager")
+        manifest_for(FULL_SCENARIO, "torchserve-eager")
     with pytest.raises(ConfigError, match=r"set k8s\.image"):
-        manifest_for(DEFAULT_SCENARIO, "kserve-onnx-v1", ["storage_uri=gs://b/m"])
+        manifest_for(FULL_SCENARIO, "kserve-onnx-v1", ["storage_uri=gs://b/m"])
     with pytest.raises(ConfigError, match="no KServe runtime for fastapi"):
-        manifest_for(DEFAULT_SCENARIO, "fastapi-onnx", ["storage_uri=gs://b/m"])
+        manifest_for(FULL_SCENARIO, "fastapi-onnx", ["storage_uri=gs://b/m"])
     with pytest.raises(ConfigError, match="below min_replicas"):
         manifest_for(KSERVE_SCENARIO, "kserve-onnx-v1", ["min_replicas=5"])
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
