@@ -31,6 +31,7 @@ from pydantic import Field, PositiveInt, model_validator
 from harness.adapter import Adapter, AdapterConfig, ContainerSpec, ProcessSpec, Server
 from harness.environments import PROJECT_ROOT, PYTHON
 from harness.k8s_spec import KSERVE_SDK_ENV, K8sSpec, KServePredictor
+from harness.net import http
 from harness.protocols import (
     KServeV1Client,
     ProtocolClient,
@@ -130,7 +131,7 @@ class KserveAdapter(Adapter[KserveConfig]):
     def probe(self, server: Server) -> bool:
         url = f"{server.base_url}/v2/models/{self.config.model_name}/ready"
         try:
-            return httpx.get(url, timeout=2.0).status_code == 200
+            return http().get(url, timeout=2.0).status_code == 200
         except httpx.HTTPError:
             return False
 

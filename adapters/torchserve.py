@@ -33,6 +33,7 @@ from harness.adapter import Adapter, AdapterConfig, Availability, ContainerSpec,
 from harness.errors import LaunchError
 from harness.k8s_spec import PROTOCOL_V1, KServePredictor
 from harness.launchers.base import TEMP_PREFIX, owned
+from harness.net import http
 from harness.prometheus import MetricsPage, Sample
 from harness.protocols import PlainJsonClient, ProtocolClient
 from harness.stack import binary_version
@@ -185,7 +186,7 @@ class TorchserveAdapter(Adapter[TorchserveConfig]):
     def probe(self, server: Server) -> bool:
         management = f"http://{httpx.URL(server.base_url or '').host}:{server.ports['management']}"
         try:
-            answer = httpx.get(f"{management}/models/{MODEL}", timeout=2.0)
+            answer = http().get(f"{management}/models/{MODEL}", timeout=2.0)
         except httpx.HTTPError:
             return False
         if answer.status_code != 200:

@@ -43,6 +43,7 @@ from harness.environments import PROJECT_ROOT, Environment
 from harness.errors import UnavailableError
 from harness.k8s_spec import PROTOCOL_GRPC_V2, PROTOCOL_V2, KServePredictor
 from harness.launchers.base import SHM_PREFIX, owned
+from harness.net import http
 from harness.prometheus import MetricsPage, Sample
 from harness.protocols import ProtocolClient, V2BinaryClient, V2GrpcClient, V2JsonClient
 from harness.stack import served_field
@@ -236,7 +237,7 @@ class TritonAdapter(Adapter[TritonConfig]):
     def probe(self, server: Server) -> bool:
         try:
             for path in ("/v2/health/ready", f"/v2/models/{MODEL}/ready"):
-                if httpx.get(f"{server.base_url}{path}", timeout=2.0).status_code != 200:
+                if http().get(f"{server.base_url}{path}", timeout=2.0).status_code != 200:
                     return False
         except httpx.HTTPError:
             return False

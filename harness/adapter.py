@@ -31,6 +31,7 @@ import httpx
 from harness.config import StrictModel
 from harness.environments import Environment
 from harness.k8s_spec import K8sSpec, KServePredictor
+from harness.net import http
 from harness.prometheus import MetricsPage, page_url, scrape
 from harness.protocols import PlainJsonClient
 from harness.protocols.base import Client
@@ -190,7 +191,7 @@ class Adapter(ABC, Generic[C]):
         """True once the server answers inference (model loaded), not merely listens."""
         try:
             url = f"{server.base_url}{self.health_route()}"
-            return httpx.get(url, timeout=2.0).status_code == 200
+            return http().get(url, timeout=2.0).status_code == 200
         except httpx.HTTPError:
             return False
 

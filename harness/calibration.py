@@ -23,7 +23,7 @@ from harness.load.backend import LoadBackend
 from harness.load.endpoints import HttpEndpoint
 from harness.load.http import build_request
 from harness.load.plan import StepPlan
-from harness.net import LOOPBACK, free_port
+from harness.net import LOOPBACK, free_port, http
 from harness.stats import summarize
 
 CLOSED = StepPlan(mode="closed", concurrency=8, duration_s=1.5, warmup_s=0.3)
@@ -70,7 +70,7 @@ def _wait(port: int, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"http://{LOOPBACK}:{port}/health", timeout=1.0).status_code == 200:
+            if http().get(f"http://{LOOPBACK}:{port}/health", timeout=1.0).status_code == 200:
                 return
         time.sleep(0.05)
     raise ServingBenchError("the calibration null server did not start")

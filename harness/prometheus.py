@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from harness.net import http
+
 if TYPE_CHECKING:
     from harness.adapter import Server
 
@@ -64,7 +66,7 @@ def scrape(url: str, samples: Mapping[str, Sample], timeout_s: float = 5.0) -> d
     """Read one page; {} when it cannot be read or parsed, so the step has no server view
     (which the report shows as absent, never as zero)."""
     try:
-        response = httpx.get(url, timeout=timeout_s)
+        response = http().get(url, timeout=timeout_s)
         response.raise_for_status()
         return parse(response.text, samples)
     except (httpx.HTTPError, ValueError):

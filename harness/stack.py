@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from harness.environments import Environment
+from harness.net import http
 
 _TIMEOUT_S = 10.0
 _SCRIPT = """\
@@ -68,7 +69,7 @@ def binary_version(argv: list[str], pattern: str = r"version[:\s\"]+([^\s\"]+)")
 def served_field(url: str, key: str) -> str | None:
     """`key` of the JSON a running server answers at `url` (its own version)."""
     try:
-        data: Any = httpx.get(url, timeout=_TIMEOUT_S).json()
+        data: Any = http().get(url, timeout=_TIMEOUT_S).json()
     except (httpx.HTTPError, ValueError):
         return None
     value = data.get(key) if isinstance(data, dict) else None

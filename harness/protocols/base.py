@@ -26,6 +26,7 @@ import numpy as np
 from harness.errors import ProtocolError
 from harness.load.endpoints import AnswerCheck, Endpoint, HttpEndpoint
 from harness.load.http import build_request
+from harness.net import http
 
 
 class Client(ABC):
@@ -76,7 +77,7 @@ class ProtocolClient(TensorClient):
     def infer(self, batch: np.ndarray, timeout_s: float = 30.0) -> np.ndarray:
         body = self.encode(batch)
         try:
-            response = httpx.request(
+            response = http().request(
                 self.method,
                 self.base_url + self.path,
                 content=body,

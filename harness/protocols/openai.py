@@ -20,6 +20,7 @@ from harness.errors import ProtocolError
 from harness.load.endpoints import StreamEndpoint
 from harness.load.http import build_request
 from harness.load.sse import chunk_text
+from harness.net import http
 from harness.protocols.base import GenerationClient, GenRequest
 
 PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
@@ -100,10 +101,10 @@ class OpenAIClient(GenerationClient):
         start = perf_counter_ns()
         try:
             if not stream:
-                response = httpx.post(url, content=body, headers=headers, timeout=timeout_s)
+                response = http().post(url, content=body, headers=headers, timeout=timeout_s)
                 _check(url, response.status_code, response.text)
                 return self._whole(response.json(), start)
-            with httpx.stream(
+            with http().stream(
                 "POST", url, content=body, headers=headers, timeout=timeout_s
             ) as response:
                 if response.status_code >= 400:
