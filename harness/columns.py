@@ -93,7 +93,7 @@ DESCRIBED = (
     _text("started_at"),
     # what ended the step: duration (it had enough at its minimum), samples / settled (it
     # was extended until it had them), max_duration (it had not, at its longest)
-    _text("ended_by"),
+    _text("ended_by"),  # duration, samples, settled, max_duration, or errors (unrankable)
     _plain("samples_needed"),  # set when it ended at its longest without enough samples
 )
 CONFIDENCE = (

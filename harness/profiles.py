@@ -85,6 +85,7 @@ def plan_for(
         "max_connections": load.max_connections,
         "max_requests": load.max_requests_per_step,
         "seed": seed,
+        "max_error_rate": slo.max_error_rate if slo is not None else None,
     }
     if isinstance(level, ClosedLevel):
         return StepPlan(mode="closed", concurrency=level.concurrency, **common)

@@ -257,9 +257,16 @@ async def _watch_end(
         now = perf_counter_ns()
         edge = min(min_end + (now - min_end) // window_ns * window_ns, last_end)
         intended = np.asarray(rec.intended, np.int64)
-        ok = (np.asarray(rec.error) == 0) & (intended >= warmup_ns)
+        error = np.asarray(rec.error)
+        ok = (error == 0) & (intended >= warmup_ns)
         count = int((ok & (intended < edge)).sum())
         lacking = [] if count >= plan.min_samples else ["samples"]
+        if lacking and _failing(plan, error, intended, warmup_ns, edge):
+            # more samples cannot make it rankable: it ends here, and says why
+            state["stop_ns"] = edge
+            ending["ended_by"] = "errors"
+            ending["samples_needed"], ending["samples_had"] = plan.min_samples, count
+            return
         if plan.settle and plan.stability is not None:
             # judge whole windows that ended one window ago, so stragglers have landed
             judged = max(warmup_ns, edge - window_ns)
@@ -281,6 +288,19 @@ async def _watch_end(
         ending["was"] = "samples" if "samples" in lacking else "settled"
         next_edge = edge + window_ns
         await asyncio.sleep(max(0.0, (next_edge - perf_counter_ns()) / 1e9) + 0.005)
+
+
+FAILING_MIN_ERRORS = 10  # a share judged on fewer failures is too unsure to end a step on
+
+
+def _failing(plan: StepPlan, error: np.ndarray, intended: np.ndarray, warmup_ns: int,
+             edge: int) -> bool:  # fmt: skip
+    """Over `plan.max_error_rate` already, on at least FAILING_MIN_ERRORS failures."""
+    if plan.max_error_rate is None:
+        return False
+    measured = (intended >= warmup_ns) & (intended < edge)
+    failed = int((measured & (error != 0)).sum())
+    return failed >= FAILING_MIN_ERRORS and failed > plan.max_error_rate * int(measured.sum())
 
 
 def _ran_out(plan: StepPlan, rec: _Recorder, ending: dict[str, Any], t0: int) -> None:

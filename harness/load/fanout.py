@@ -25,7 +25,7 @@ from harness.load.worker import LoadProcess
 START_LEAD_NS = 300_000_000  # time for every process to receive its plan and connect
 
 
-_END_ORDER = {"duration": 1, "samples": 2, "settled": 3, "max_duration": 4}
+_END_ORDER = {"duration": 1, "samples": 2, "settled": 3, "max_duration": 4, "errors": 5}
 
 
 def _ending(parts: list[StepRecords]) -> dict[str, Any]:

@@ -28,6 +28,9 @@ class StepPlan:
     stability: tuple[float, int, float, float] | None = None  # window_s, windows, tol, q
     min_samples: int = 0
     settle: bool = False
+    # A step whose failed share is already over this at its minimum duration cannot be
+    # ranked whatever follows (slo.max_error_rate): it is not extended for samples.
+    max_error_rate: float | None = None
     # Several load processes start together at this perf_counter_ns() (CLOCK_MONOTONIC is
     # shared by all processes), so their records share one t0 and merge directly.
     start_at_ns: int | None = None

@@ -195,6 +195,25 @@ def test_a_step_runs_until_it_has_the_samples_its_percentiles_need(
     assert (short.window_ns - short.warmup_ns) / 1e9 == pytest.approx(2.0, abs=0.05)
 
 
+def test_a_step_failing_beyond_the_allowed_share_is_not_extended(load) -> None:
+    """More samples cannot make a step rankable once its failures are over the allowed
+    share: it ends at its minimum and says why, where it would otherwise run to its maximum."""
+    from harness.net import free_port
+
+    plan = StepPlan(mode="open", rate=200, arrival="constant", duration_s=0.5, warmup_s=0.1,
+                    max_duration_s=3.0, stability=(0.25, 3, 0.10, 99.0), min_samples=1000,
+                    max_error_rate=0.001)  # fmt: skip
+    dead = endpoint(free_port())  # nothing listens: every request fails to connect
+    failing = load.run(dead, plan)
+    assert failing.extra["ended_by"] == "errors", failing.extra
+    assert failing.extra["samples_needed"] == 1000 and failing.extra["samples_had"] == 0
+    assert (failing.window_ns - failing.warmup_ns) / 1e9 == pytest.approx(0.5, abs=0.05)
+    assert (failing.error[failing.measured()] == ERR_CONNECT).all()
+    unjudged = load.run(dead, dataclasses.replace(plan, max_error_rate=None))
+    assert unjudged.extra["ended_by"] == "max_duration"
+    assert (unjudged.window_ns - unjudged.warmup_ns) / 1e9 == pytest.approx(3.0, abs=0.05)
+
+
 @pytest.mark.parametrize("mode", ["closed", "open"])
 def test_two_load_processes_add_up(nullserver, mode: str) -> None:
     from harness.load.fanout import LoadGroup
