@@ -115,6 +115,7 @@ class TritonAdapter(Adapter[TritonConfig]):
                       # what `import harness.runtime` pulls in through harness/__init__
                       "pydantic>=2.6", "httpx>=0.27", "httptools>=0.6"),
         preinstall=("torch==2.13.0",),
+        expected_s=(30.0, 70.0),  # uv, pip (docs/measurements.md)
     )  # fmt: skip
     # "failed to load '<model>' version 1: <reason>" carries the server's reason
     # (or "Poll failed for model directory ...: failed to read text proto" for a bad config)

@@ -29,6 +29,7 @@ KSERVE_SDK_ENV = Environment(
                   # what `import harness.runtime` pulls in through harness/__init__
                   "pydantic>=2.6", "httpx>=0.27", "httptools>=0.6"),
     preinstall=("torch==2.13.0",),
+    expected_s=(30.0, 65.0),  # uv, pip (docs/measurements.md)
 )  # fmt: skip
 
 
