@@ -3,8 +3,8 @@ typecheck, loadgen_bench, gate_bench, perf_analyzer, perf (the harness's own per
 
 Torch is installed first and pinned: on this kind of machine `pip install torch==2.13.0`
 takes the local CPU build, where an unpinned resolver would fetch a multi-GB CUDA build.
-Sessions use uv where it is installed (`pip install 'nox[uv]'`; torch from the local wheel
-folder pip is configured with, or through pip), venv and pip otherwise.
+The benchmark session uses uv where it is installed (`pip install 'nox[uv]'`; torch from the
+local wheel folder pip is configured with, or through pip); the others venv and pip.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import nox
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
-# uv where it is installed (environments are built many times faster), venv and pip otherwise
-nox.options.default_venv_backend = "uv|venv"
+# venv and pip: the test sessions build llama.cpp with `pip download` and run pip in their
+# environment; the benchmark, the README's first command, takes uv where it is installed
+nox.options.default_venv_backend = "venv"
 
 ROOT = Path(__file__).resolve().parent
 TORCH = os.environ.get("SERVINGBENCH_TORCH", "torch==2.13.0")
@@ -52,7 +53,7 @@ def install(session: nox.Session, *extras: str) -> None:
     session.install("-e", f".[{','.join(extras)}]")
 
 
-@nox.session
+@nox.session(venv_backend="uv|venv")  # uv builds it in seconds where it is installed
 def benchmark(session: nox.Session) -> None:
     """Run a scenario (default: the embedded digits-cnn one) and write its HTML report."""
     install(session, "all")
