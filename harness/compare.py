@@ -526,8 +526,8 @@ def mismatches(runs_a: list[RunData], runs_b: list[RunData]) -> list[Mismatch]:
 def _pair(a: RunData, b: RunData, within: bool) -> list[Mismatch]:
     prefix = f"{a.path.name} vs {b.path.name}: " if within else ""
     found: list[Mismatch] = []
-    scenario_a = {k: v for k, v in a.scenario.items() if k not in _SCENARIO_IGNORED}
-    scenario_b = {k: v for k, v in b.scenario.items() if k not in _SCENARIO_IGNORED}
+    scenario_a = {k: v for k, v in _with_defaults(a.scenario).items() if k not in _SCENARIO_IGNORED}
+    scenario_b = {k: v for k, v in _with_defaults(b.scenario).items() if k not in _SCENARIO_IGNORED}
     found += _differences("scenario", scenario_a, scenario_b, True, prefix)
     hw_a = (a.run.get("provenance") or {}).get("hardware") or {}
     hw_b = (b.run.get("provenance") or {}).get("hardware") or {}
@@ -560,6 +560,18 @@ def _pair(a: RunData, b: RunData, within: bool) -> list[Mismatch]:
         stack_a, stack_b = spec_a[name].get("stack") or {}, spec_b[name].get("stack") or {}
         found += _differences("versions", stack_a, stack_b, False, f"{prefix}{name}.")
     return found
+
+
+def _with_defaults(scenario: dict[str, Any]) -> dict[str, Any]:
+    """A run's scenario as this version reads it: a key a later version added with its
+    default (e.g. `burstiness: 1.0`) is no difference from a baseline written before it. A
+    scenario this version cannot read is compared as stored."""
+    from harness.scenario import scenario_model  # the registry behind it imports adapters
+
+    try:
+        return dict(scenario_model().model_validate(scenario).model_dump(mode="json"))
+    except Exception:  # an older or foreign shape: its stored keys are all there is
+        return scenario
 
 
 def _settings(entry: dict[str, Any]) -> dict[str, Any]:

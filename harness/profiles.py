@@ -32,11 +32,13 @@ PlanGenerator = Generator[StepPlan, StepSummary | None, dict[str, Any] | None]
 def levels(profile: Any) -> list[ClosedLevel | OpenLevel]:
     """The fixed levels of a profile (an SLO search starts from its first rate)."""
     if isinstance(profile, SloSearchProfile):
-        return [OpenLevel(mode="open", rate=profile.start_rate, arrival=profile.arrival)]
+        return [OpenLevel(mode="open", rate=profile.start_rate, arrival=profile.arrival,
+                          burstiness=profile.burstiness)]  # fmt: skip
     if isinstance(profile, ClosedProfile):
         return [ClosedLevel(mode="closed", concurrency=c) for c in profile.concurrency]
     if isinstance(profile, OpenProfile):
-        return [OpenLevel(mode="open", rate=r, arrival=profile.arrival) for r in profile.rates]
+        return [OpenLevel(mode="open", rate=r, arrival=profile.arrival,
+                          burstiness=profile.burstiness) for r in profile.rates]  # fmt: skip
     return list(profile.steps)
 
 
@@ -89,7 +91,8 @@ def plan_for(
     }
     if isinstance(level, ClosedLevel):
         return StepPlan(mode="closed", concurrency=level.concurrency, **common)
-    return StepPlan(mode="open", rate=level.rate, arrival=level.arrival, **common)
+    return StepPlan(mode="open", rate=level.rate, arrival=level.arrival,
+                    burstiness=level.burstiness, **common)  # fmt: skip
 
 
 def expected_steps(profile: Any) -> int:
@@ -139,7 +142,8 @@ def slo_search(
     rate = profile.start_rate
     steps = 0
     for steps in range(1, profile.max_steps + 1):
-        level = OpenLevel(mode="open", rate=round(rate, 3), arrival=profile.arrival)
+        level = OpenLevel(mode="open", rate=round(rate, 3), arrival=profile.arrival,
+                          burstiness=profile.burstiness)  # fmt: skip
         summary = yield plan_for(level, load, seed + steps, duration_s=_long_enough(
             load.duration_s, level.rate, slo.percentile), slo=slo, verdicts=verdicts)  # fmt: skip
         if summary is not None and meets_slo(summary, slo):

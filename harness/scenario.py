@@ -116,10 +116,32 @@ class ClosedLevel(StrictModel):
     percentiles: Percentiles | None = Field(None, min_length=1, description=_LEVEL_PERCENTILES)
 
 
-class OpenLevel(StrictModel):
+Arrival = Literal["constant", "poisson", "gamma"]
+_BURSTINESS = (
+    "gamma arrivals: the shape of the gaps between requests (1 is Poisson; below 1 burstier, "
+    "e.g. 0.25 sends in clumps; above 1 more regular), as vllm bench's --burstiness"
+)
+
+
+class _Arrivals(StrictModel):
+    """Open-loop arrivals: constant, Poisson, or gamma with a burstiness factor."""
+
+    arrival: Arrival = "poisson"
+    burstiness: PositiveFloat = Field(1.0, le=1000, description=_BURSTINESS)
+
+    @model_validator(mode="after")
+    def _burstiness_needs_gamma(self) -> Any:
+        if self.burstiness != 1.0 and self.arrival != "gamma":
+            raise ValueError(
+                f"burstiness {self.burstiness:g} shapes gamma arrivals only: set arrival: gamma "
+                f"(or drop burstiness for {self.arrival} arrivals)"
+            )
+        return self
+
+
+class OpenLevel(_Arrivals):
     mode: Literal["open"]
     rate: PositiveFloat
-    arrival: Literal["constant", "poisson"] = "poisson"
     percentiles: Percentiles | None = Field(None, min_length=1, description=_LEVEL_PERCENTILES)
 
 
@@ -136,10 +158,9 @@ class ClosedProfile(StrictModel):
         return [value] if isinstance(value, int) else value
 
 
-class OpenProfile(StrictModel):
+class OpenProfile(_Arrivals):
     kind: Literal["open"]
     rates: list[PositiveFloat] = Field(min_length=1)
-    arrival: Literal["constant", "poisson"] = "poisson"
 
     @field_validator("rates", mode="before")
     @classmethod
@@ -152,7 +173,7 @@ class SweepProfile(StrictModel):
     steps: list[Level] = Field(min_length=1)
 
 
-class SloSearchProfile(StrictModel):
+class SloSearchProfile(_Arrivals):
     """The highest open-loop rate whose latency percentile stays under the SLO."""
 
     kind: Literal["slo_search"]
@@ -161,7 +182,6 @@ class SloSearchProfile(StrictModel):
     growth: float = Field(2.0, gt=1, description="rate multiplier while bracketing")
     precision: float = Field(0.05, gt=0, lt=1, description="stop when hi/lo - 1 <= this")
     max_steps: PositiveInt = 12
-    arrival: Literal["constant", "poisson"] = "poisson"
 
 
 ProfileSpec = Annotated[

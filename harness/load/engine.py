@@ -51,12 +51,32 @@ def arrival_offsets_ns(plan: StepPlan) -> np.ndarray:
     if plan.arrival == "constant":
         offsets = plan.phase_s + np.arange(expected, dtype=np.float64) / plan.rate
         offsets = offsets[offsets < total_s]
+    elif plan.arrival == "gamma":
+        offsets = _gamma_offsets(plan, total_s)
     else:
         rng = np.random.default_rng(plan.seed)
         gaps = rng.exponential(1.0 / plan.rate, size=int(expected * 1.2) + 100)
         offsets = np.cumsum(gaps) - gaps[0]
         offsets = offsets[offsets < total_s]
     return (offsets * 1e9).astype(np.int64)
+
+
+def _gamma_offsets(plan: StepPlan, total_s: float) -> np.ndarray:
+    """Gamma-distributed gaps of mean 1/rate and shape `burstiness` (the gaps' coefficient
+    of variation is 1/sqrt(burstiness)), drawn until the step is covered; a split process
+    keeps its share of the whole schedule (`stride`)."""
+    rate = plan.rate * plan.stride
+    shape = plan.burstiness
+    rng = np.random.default_rng(plan.seed)
+    chunks: list[np.ndarray] = []
+    reached = 0.0
+    while reached < total_s:
+        gaps = rng.gamma(shape, 1.0 / (rate * shape), size=int(total_s * rate * 1.2) + 100)
+        chunks.append(gaps)
+        reached += float(gaps.sum())
+    gaps = np.concatenate(chunks)
+    offsets = (np.cumsum(gaps) - gaps[0])[plan.stride_index :: plan.stride]
+    return offsets[offsets < total_s]
 
 
 class _Recorder:

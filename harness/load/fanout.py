@@ -48,6 +48,10 @@ def split(plan: StepPlan, parts: int) -> list[StepPlan]:
         return [dataclasses.replace(plan, concurrency=c, seed=plan.seed + i,
                                     min_samples=math.ceil(plan.min_samples * c / plan.concurrency))
                 for i, c in enumerate(shares) if c > 0]  # fmt: skip
+    if plan.arrival == "gamma":  # every process sends its share of the one schedule
+        return [dataclasses.replace(plan, rate=plan.rate / parts, stride=parts, stride_index=i,
+                                    min_samples=math.ceil(plan.min_samples / parts))
+                for i in range(parts)]  # fmt: skip
     return [
         dataclasses.replace(
             plan,

@@ -15,7 +15,8 @@ class StepPlan:
     warmup_s: float = 0.0
     concurrency: int = 1
     rate: float = 0.0
-    arrival: Literal["constant", "poisson"] = "poisson"
+    arrival: Literal["constant", "poisson", "gamma"] = "poisson"
+    burstiness: float = 1.0  # gamma: the gaps' shape (1 = Poisson, < 1 bursty)
     timeout_s: float = 10.0
     max_connections: int = 2048
     max_requests: int = 2_000_000
@@ -35,11 +36,17 @@ class StepPlan:
     # shared by all processes), so their records share one t0 and merge directly.
     start_at_ns: int | None = None
     phase_s: float = 0.0  # shift of a constant schedule (interleaves split load processes)
+    # a gamma schedule is not the sum of thinner gamma schedules: a split process makes the
+    # whole one (rate x stride, the same seed) and sends every stride-th arrival of it
+    stride: int = 1
+    stride_index: int = 0
 
     @property
     def label(self) -> str:
         if self.mode == "closed":
             return f"closed c={self.concurrency}"
+        if self.arrival == "gamma":
+            return f"open {self.rate:g}/s gamma b={self.burstiness:g}"
         return f"open {self.rate:g}/s {self.arrival}"
 
     @property

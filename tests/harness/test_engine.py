@@ -107,6 +107,43 @@ def test_arrival_schedules() -> None:
     assert np.array_equal(poisson, same)  # the same seed gives every target the same load
 
 
+def test_gamma_arrivals_have_the_rate_and_the_burstiness_asked_for() -> None:
+    for shape in (0.25, 1.0, 4.0):
+        plan = StepPlan(mode="open", rate=1000, arrival="gamma", burstiness=shape,
+                        duration_s=20, seed=5)  # fmt: skip
+        gaps = np.diff(arrival_offsets_ns(plan)) / 1e9
+        assert gaps.mean() == pytest.approx(1e-3, rel=0.05), shape
+        # the gaps' coefficient of variation is 1/sqrt(shape): 2 is bursty, 0.5 regular
+        assert gaps.std() / gaps.mean() == pytest.approx(shape**-0.5, rel=0.1), shape
+    assert plan.label == "open 1000/s gamma b=4"
+
+
+def test_a_split_gamma_schedule_is_the_whole_one_shared_out() -> None:
+    from harness.load.fanout import split
+
+    plan = StepPlan(mode="open", rate=600, arrival="gamma", burstiness=0.3, duration_s=3,
+                    warmup_s=0.2, seed=9)  # fmt: skip
+    whole = arrival_offsets_ns(plan)
+    parts = [arrival_offsets_ns(p) for p in split(plan, 3)]
+    assert sum(len(p) for p in parts) == len(whole)
+    assert np.array_equal(np.sort(np.concatenate(parts)), whole)  # not three thinner ones
+
+
+def test_bursty_open_loop_is_measured_from_its_intended_times(nullserver) -> None:
+    from harness.load.fanout import LoadGroup
+
+    plan = StepPlan(mode="open", rate=300, arrival="gamma", burstiness=0.25, duration_s=1.5,
+                    warmup_s=0.2, seed=2)  # fmt: skip
+    with nullserver(delay_ms=2) as port, LoadGroup(2, client_cpus()) as group:
+        rec = group.run(endpoint(port), plan)
+    assert np.array_equal(rec.intended_ns - rec.intended_ns[0],
+                          arrival_offsets_ns(plan) - arrival_offsets_ns(plan)[0])  # fmt: skip
+    s = summarize(rec)
+    assert s.errors == 0 and rec.requested_rate == 300 and rec.extra["processes"] == 2
+    gaps = np.diff(rec.intended_ns) / 1e9
+    assert gaps.std() / gaps.mean() > 1.5  # clumps were sent as clumps
+
+
 def test_connection_cap_is_kept_and_queued_requests_time_out(nullserver, load) -> None:
     # 2 connections, a server that takes 1 s, 40 requests in 0.2 s: most wait for a
     # connection; those still waiting past the timeout are recorded as timeouts, not lost.

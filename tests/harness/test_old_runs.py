@@ -65,3 +65,25 @@ def test_compare_and_mlflow_export_read_them(old_run: Path) -> None:
     logged = collect(old_run)
     assert logged["experiment"] in ("old-cnn", "old-llm")
     assert any(key.endswith("/throughput_rps") for key, _, _ in logged["metrics"])
+
+
+def test_a_key_added_since_with_its_default_is_no_difference(old_run: Path, tmp_path: Path) -> None:
+    """A baseline written before `burstiness` existed compares with a run that records it
+    at its default: a new key is not a changed scenario (which would block the gate)."""
+    import json
+
+    from harness.compare import mismatches
+
+    newer = Path(shutil.copytree(old_run, tmp_path / "newer"))
+    info = json.loads((newer / "run.json").read_text())
+    for step in info["scenario"]["load"]["profile"].get("steps", []):
+        if step.get("mode") == "open":
+            step["burstiness"] = 1.0
+    (newer / "run.json").write_text(json.dumps(info))
+    assert [m for m in mismatches([load_run(old_run)], [load_run(newer)]) if m.blocking] == []
+    for step in info["scenario"]["load"]["profile"].get("steps", []):
+        if step.get("mode") == "open":
+            step["rate"] = 2 * step["rate"]  # a real change still blocks
+    (newer / "run.json").write_text(json.dumps(info))
+    changed = [m for m in mismatches([load_run(old_run)], [load_run(newer)]) if m.blocking]
+    assert (len(changed) == 1) == (old_run.name == "v0-cnn"), changed

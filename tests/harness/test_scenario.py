@@ -115,3 +115,18 @@ def test_target_selection() -> None:
     assert [t.name for t in target_by_name(s, ["a"])] == ["a"]
     with pytest.raises(ConfigError, match="no such target"):
         target_by_name(s, ["zzz"])
+
+
+def test_gamma_arrivals_with_a_burstiness_and_burstiness_only_with_gamma() -> None:
+    from harness.profiles import plans
+
+    sweep = (
+        "profile: {kind: sweep, steps: [{mode: open, rate: 200, arrival: gamma, burstiness: 0.25}]}"
+    )
+    s = parse_scenario(MINIMAL.replace("profile: {kind: closed, concurrency: 1}", sweep))
+    plan = next(plans(s.load, seed=0))  # type: ignore[arg-type]
+    assert (plan.arrival, plan.burstiness, plan.label) == ("gamma", 0.25, "open 200/s gamma b=0.25")
+    bursty_poisson = "profile: {kind: open, rates: [200], burstiness: 0.5}"
+    [(field, message)] = problems(MINIMAL.replace("profile: {kind: closed, concurrency: 1}",
+                                                  bursty_poisson))  # fmt: skip
+    assert field.startswith("load.profile") and "set arrival: gamma" in message
