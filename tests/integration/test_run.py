@@ -230,7 +230,11 @@ def test_steps_csv_and_records(finished_run) -> None:
 def test_report_written_and_escaped(finished_run) -> None:
     _, run_dir = finished_run
     html = (run_dir / "report.html").read_text()
-    assert "fastapi-onnx-batch" in html and "data:image/png;base64," in html
+    # every chart drawn from an inline Vega-Lite spec (PNGs only under --static)
+    assert (
+        "fastapi-onnx-batch" in html
+        and '<script type="application/json" id="vl-latency-spec">' in html
+    )
     assert "&lt;b&gt;test&lt;/b&gt;" in html and "<b>test</b>" not in html
     # the report re-renders from the folder alone
     out = run_dir / "again.html"
