@@ -82,9 +82,10 @@ def _steps(env: Environment, tool: str) -> list[list[str]]:
         # the preinstall (torch) is a pin pip takes from a local CPU build on this kind of
         # machine; uv reads no pip.conf and would fetch a CUDA build, so it gets the folders
         # that hold the pinned wheel, and without them the pin goes through pip
-        local = [d for pin in env.preinstall for d in wheels.local_dirs(pin)]
-        if tool == "uv" and len(local) >= len(env.preinstall):
-            links = [arg for d in dict.fromkeys(local) for arg in ("--find-links", d)]
+        local = [wheels.local_dirs(pin) for pin in env.preinstall]
+        if tool == "uv" and all(local):  # every pin has its wheel there
+            folders = dict.fromkeys(d for dirs in local for d in dirs)
+            links = [arg for d in folders for arg in ("--find-links", d)]
             steps.append([*uv, *links, *env.pip_args, *env.preinstall])
         else:
             steps.append([*pip, *env.pip_args, *env.preinstall])

@@ -35,6 +35,23 @@ def _register(table: dict[str, Any], kind: str, obj: Any, origin: str) -> None:
     table[kind] = obj
 
 
+def _defined_in(package: Any, base: type, key: str, skip_private: bool = False) -> Any:
+    """(module name, class) for every `base` subclass with a `key` attribute that a module
+    of `package` defines itself (an imported class is its own module's)."""
+    for info in pkgutil.iter_modules(package.__path__):
+        if skip_private and info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, base)
+                and value.__module__ == module.__name__
+                and getattr(value, key, None)
+            ):
+                yield module.__name__, value
+
+
 @cache
 def adapters() -> dict[str, type[Adapter[Any]]]:
     """Every known adapter class by kind."""
@@ -42,18 +59,8 @@ def adapters() -> dict[str, type[Adapter[Any]]]:
     from harness.adapter import Adapter
 
     table: dict[str, type[Adapter[Any]]] = {}
-    for info in pkgutil.iter_modules(adapters_pkg.__path__):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"adapters.{info.name}")
-        for value in vars(module).values():
-            if (
-                isinstance(value, type)
-                and issubclass(value, Adapter)
-                and value.__module__ == module.__name__
-                and getattr(value, "kind", None)
-            ):
-                _register(table, value.kind, value, module.__name__)
+    for origin, cls in _defined_in(adapters_pkg, Adapter, "kind", skip_private=True):
+        _register(table, cls.kind, cls, origin)
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         cls = ep.load()
         if not (isinstance(cls, type) and issubclass(cls, Adapter)):
@@ -82,18 +89,10 @@ def workloads() -> dict[str, type[Workload]]:
     from harness.workloads.base import Workload
 
     table: dict[str, type[Workload]] = {}
-    for info in pkgutil.iter_modules(package.__path__):
-        module = importlib.import_module(f"{package.__name__}.{info.name}")
-        for value in vars(module).values():
-            if (
-                isinstance(value, type)
-                and issubclass(value, Workload)
-                and value.__module__ == module.__name__
-                and getattr(value, "name", None)
-            ):
-                if value.name in table:
-                    raise ServingBenchError(f"workload {value.name!r} is defined twice")
-                table[value.name] = value
+    for _, cls in _defined_in(package, Workload, "name"):
+        if cls.name in table:
+            raise ServingBenchError(f"workload {cls.name!r} is defined twice")
+        table[cls.name] = cls
     return table
 
 

@@ -15,7 +15,7 @@ folder can close the tag.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -59,6 +59,12 @@ def _colour(order: Sequence[str]) -> Any:
     return alt.Color("target:N", scale=alt.Scale(domain=domain, range=colours),
                      legend=alt.Legend(title="target (click to pick)",
                                        symbolLimit=0, labelLimit=260))  # fmt: skip
+
+
+def _ordered(order: Sequence[str], present: Iterable[str]) -> list[str]:
+    """The targets present, in the ranking's order, then any the ranking does not name."""
+    shown = list(dict.fromkeys(present))
+    return [t for t in order if t in shown] + [t for t in shown if t not in order]
 
 
 def _pick() -> Any:
@@ -344,8 +350,7 @@ def startup_and_memory(startup_s: Mapping[str, float],
     )  # fmt: skip
     if frame.empty:
         return None
-    names = [t for t in order if t in set(frame["target"])]
-    names += [t for t in dict.fromkeys(frame["target"]) if t not in names]
+    names = _ordered(order, frame["target"])
     pick = _pick()
     bars = alt.Chart(frame).mark_bar().encode(
         y=alt.Y("target:N", sort=names, title=None),
@@ -405,7 +410,7 @@ def slo_search(
     frame = frame[(frame["rate"] > 0) & (frame["latency"] > 0)]
     if frame.empty:
         return None
-    names = [t for t in order if t in points] + [t for t in points if t not in order]
+    names = _ordered(order, points)
     pick = _pick()
     base = alt.Chart(_clean(frame)).encode(
         x=alt.X("rate:Q", title="offered rate (req/s, log)", scale=alt.Scale(type="log")),
