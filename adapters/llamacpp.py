@@ -84,6 +84,10 @@ class LlamaCppAdapter(OpenAIAdapter[LlamaCppConfig]):
         "cached_tokens": Sample("llamacpp:prompt_tokens_cached_total"),
         "decode_s": Sample("llamacpp:tokens_predicted_seconds_total"),
         "prefill_s": Sample("llamacpp:prompt_seconds_total"),
+    }, series={  # gauges over each step (this build publishes no KV-cache gauge)
+        "running": Sample("llamacpp:requests_processing"),
+        "waiting": Sample("llamacpp:requests_deferred"),
+        "prefix_cache_hits": Sample("llamacpp:prompt_tokens_cached_total"),
     })  # fmt: skip
 
     @classmethod

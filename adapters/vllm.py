@@ -85,6 +85,12 @@ class VllmAdapter(OpenAIAdapter[VllmConfig]):
         "decode_s": Sample("vllm:request_decode_time_seconds_sum"),
         "cached_tokens": Sample("vllm:prefix_cache_hits_total"),
         "cache_queries": Sample("vllm:prefix_cache_queries_total"),
+    }, series={  # gauges over each step
+        "running": Sample("vllm:num_requests_running"),
+        "waiting": Sample("vllm:num_requests_waiting"),
+        "kv_cache_pct": Sample("vllm:kv_cache_usage_perc"),  # a fraction: x100 when drawn
+        "prefix_cache_hits": Sample("vllm:prefix_cache_hits_total"),
+        "queue_s": Sample("vllm:request_queue_time_seconds_sum"),
     })  # fmt: skip
 
     @classmethod

@@ -74,7 +74,7 @@ def check(scenario: Any, source: str = "scenario") -> list[str]:
                 problems.append((field, f"{level.concurrency:,} connections "
                                  f"({needed:,} per load process) exceed what this machine "
                                  f"allows one process: {limit:,} ({why})"))  # fmt: skip
-        else:  # a step extends up to load.max_duration_s for its samples; beyond, it cannot
+        elif level.mode == "open":  # a step extends up to load.max_duration_s for samples
             expected = level.rate * load.longest_s
             for q in percentiles_of(level, scenario.slo, scenario.verdicts):
                 need = samples_for([q])

@@ -428,6 +428,16 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    """Write a small synthetic trace in the Mooncake layout (for tests and examples)."""
+    from harness.llm.traces import synthetic_mooncake, write_mooncake
+
+    rows = synthetic_mooncake(args.rows, args.rate, args.seed, args.groups)
+    write_mooncake(rows, Path(args.out))
+    print(f"wrote {len(rows)} requests over {rows[-1]['timestamp'] / 1000:.1f} s to {args.out}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     import json
 
@@ -675,6 +685,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--in-tree", action="store_true", help="only this repository's adapters (no plug-ins)"
     )
     schema.set_defaults(func=cmd_schema)
+    trace = sub.add_parser("trace", help="write a synthetic trace (Mooncake JSONL layout)")
+    trace.add_argument("out", help="the .jsonl file to write")
+    trace.add_argument("--rows", type=int, default=300, help="requests (default 300)")
+    trace.add_argument("--rate", type=float, default=4.0, help="arrivals per second")
+    trace.add_argument("--groups", type=int, default=4, help="shared system prompts")
+    trace.add_argument("--seed", type=int, default=0)
+    trace.set_defaults(func=cmd_trace)
     env = sub.add_parser("env", help="create an adapter's own environment (e.g. vllm)")
     env.add_argument("adapter", help="the adapter whose environment to create, e.g. vllm")
     env.set_defaults(func=cmd_env)

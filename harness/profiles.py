@@ -21,15 +21,19 @@ from harness.scenario import (
     OpenProfile,
     SloSearchProfile,
     SloSpec,
+    TraceLevel,
+    TraceProfile,
     VerdictSpec,
 )
 from harness.stats import StepSummary
+
+TRACE_LONGEST_S = 3600.0  # a trace replay without a duration plays at most this long
 
 # Yields plans, receives each step's summary, returns what it found (SLO search) or None.
 PlanGenerator = Generator[StepPlan, StepSummary | None, dict[str, Any] | None]
 
 
-def levels(profile: Any) -> list[ClosedLevel | OpenLevel]:
+def levels(profile: Any) -> list[ClosedLevel | OpenLevel | TraceLevel]:
     """The fixed levels of a profile (an SLO search starts from its first rate)."""
     if isinstance(profile, SloSearchProfile):
         return [OpenLevel(mode="open", rate=profile.start_rate, arrival=profile.arrival,
@@ -39,11 +43,16 @@ def levels(profile: Any) -> list[ClosedLevel | OpenLevel]:
     if isinstance(profile, OpenProfile):
         return [OpenLevel(mode="open", rate=r, arrival=profile.arrival,
                           burstiness=profile.burstiness) for r in profile.rates]  # fmt: skip
+    if isinstance(profile, TraceProfile):
+        return [TraceLevel(mode="trace", speedup=x, duration_s=profile.duration_s)
+                for x in profile.speedups]  # fmt: skip
     return list(profile.steps)
 
 
 def percentiles_of(
-    level: ClosedLevel | OpenLevel, slo: SloSpec | None, verdicts: VerdictSpec | None
+    level: ClosedLevel | OpenLevel | TraceLevel,
+    slo: SloSpec | None,
+    verdicts: VerdictSpec | None,
 ) -> list[float]:
     """The latency percentiles a step is compared on: its own list, or the scenario's
     verdict percentiles and SLO percentile."""
@@ -62,7 +71,7 @@ def samples_for(percentiles: list[float]) -> int:
 
 
 def plan_for(
-    level: ClosedLevel | OpenLevel,
+    level: ClosedLevel | OpenLevel | TraceLevel,
     load: LoadSpec,
     seed: int,
     duration_s: float | None = None,
@@ -91,8 +100,14 @@ def plan_for(
     }
     if isinstance(level, ClosedLevel):
         return StepPlan(mode="closed", concurrency=level.concurrency, **common)
+    if isinstance(level, TraceLevel):  # a trace is as long as it is: never extended
+        common |= {"max_duration_s": None, "settle": False,
+                   "duration_s": level.duration_s or TRACE_LONGEST_S}  # fmt: skip
+        return StepPlan(mode="open", arrival="trace", speedup=level.speedup, **common)
+    shape, label = level.shape()
     return StepPlan(mode="open", rate=level.rate, arrival=level.arrival,
-                    burstiness=level.burstiness, **common)  # fmt: skip
+                    burstiness=level.burstiness, shape=shape, shape_label=label,
+                    **common)  # fmt: skip
 
 
 def expected_steps(profile: Any) -> int:
@@ -179,4 +194,5 @@ def warmup_plan(load: LoadSpec, seed: int) -> StepPlan | None:
     plan = plan_for(
         levels(load.profile)[0], load, seed, duration_s=load.target_warmup_s, warmup_s=0.0
     )  # never extended: nothing of it is measured
-    return dataclasses.replace(plan, max_duration_s=None, min_samples=0, settle=False)
+    return dataclasses.replace(plan, max_duration_s=None, min_samples=0, settle=False,
+                               duration_s=load.target_warmup_s)  # fmt: skip

@@ -37,6 +37,19 @@ class MetricsPage:
     samples: Mapping[str, Sample]  # our key -> the samples summed into it
     path: str = "/metrics"
     port: str = "http"  # which of the server's named ports serves the page
+    # gauges read at a fixed interval during each step (harness/telemetry/server.py), by
+    # the keys of SERIES: requests running and waiting, KV-cache use, cache hits so far
+    series: Mapping[str, Sample] = field(default_factory=dict)
+
+
+# What a server's time series may show, our key -> what it means (the report's legend).
+SERIES = {
+    "running": "requests running",
+    "waiting": "requests waiting",
+    "kv_cache_pct": "KV cache used (%)",
+    "prefix_cache_hits": "prefix-cache hits (tokens, cumulative)",
+    "queue_s": "queue time (s, cumulative)",
+}
 
 
 def parse(text: str, samples: Mapping[str, Sample]) -> dict[str, float]:

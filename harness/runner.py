@@ -9,6 +9,7 @@ every exit path (errors, Ctrl-C).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 import traceback
@@ -31,6 +32,7 @@ from harness.load.fanout import LoadGroup
 from harness.load.plan import StepPlan
 from harness.observer import Observer
 from harness.profiles import levels, plans, warmup_plan
+from harness.prometheus import page_url
 from harness.provenance import collect
 from harness.results import RunFolder, mark_aborted, new_run_id, owner
 from harness.runtime import thread_count
@@ -41,6 +43,7 @@ from harness.telemetry import (
     GpuSampler,
     ProcessTreeSampler,
     Sampler,
+    ServerSeriesSampler,
     gpu_inventory,
     start_all,
     stop_all,
@@ -338,13 +341,17 @@ class _Run:
             if server is not None:
                 launcher.stop(server)
 
-    def _samplers(self, server: Server) -> list[Sampler]:
+    def _samplers(self, server: Server, adapter: Adapter[Any]) -> list[Sampler]:
         spec = self.scenario.telemetry
         samplers: list[Sampler] = []
         if spec.process and server.pid is not None:
             samplers.append(ProcessTreeSampler(server.pid, spec.interval_s))
         if spec.gpu and self.gpu_available:
             samplers.append(GpuSampler(spec.interval_s))
+        page = adapter.metrics if spec.server else None
+        url = page_url(server, page) if page is not None and page.series else None
+        if page is not None and url is not None:
+            samplers.append(ServerSeriesSampler(url, page, spec.server_interval_s))
         return samplers
 
     def calibrate(self, load: LoadBackend) -> None:
@@ -468,11 +475,12 @@ class _Run:
         if dead is not None:  # it died between steps: no load at a corpse
             raise ServerDied(self._death(target.name, step, dead, _now(), live.server))
         before = adapter.server_metrics(live.server)
-        samplers = self._samplers(live.server)
+        samplers = self._samplers(live.server, adapter)
         start_all(samplers)
         try:
             with _Watch(live.launcher, live.server) as watch:
-                records = load.run(live.endpoint, plan)
+                records = load.run(live.endpoint, self._with_ids(plan, target.name, step,
+                                                                 repeat))  # fmt: skip
         finally:
             frames = stop_all(samplers)
         refused = _refused_at_end(records)
@@ -484,6 +492,10 @@ class _Run:
                            stability.percentile, self.scenario.slo.max_error_rate)  # fmt: skip
         summary = summarize(records, self.scenario.slo.latency_ms, in_process, rules,
                             self.scenario.slo.percentile)  # fmt: skip
+        saturation = records.extra.get("saturation")
+        if saturation and summary.eligible:  # it measured a queue that grew without bound
+            summary.eligible = False
+            summary.ineligible_reason = f"ended early, {saturation}"
         if death is not None:  # what it measured is a dying server: never a result
             note = f"the server died during this step ({death[0]}, at {death[1]})"
             summary.valid, summary.eligible = False, False
@@ -510,7 +522,7 @@ class _Run:
             "repeat": repeat,
             "label": plan.label,
             "mode": plan.mode,
-            "requested_rate": plan.rate if plan.mode == "open" else None,
+            "requested_rate": records.requested_rate if plan.mode == "open" else None,
             "concurrency": plan.concurrency if plan.mode == "closed" else None,
             "slo_ms": self.scenario.slo.latency_ms,
             "max_error_rate": self.scenario.slo.max_error_rate,
@@ -530,6 +542,12 @@ class _Run:
         if death is not None:
             raise ServerDied(self._death(target.name, step, *death, live.server))
         return summary
+
+    def _with_ids(self, plan: StepPlan, target: str, step: int, repeat: int) -> StepPlan:
+        if not self.workload.request_ids:
+            return plan
+        run = self.folder.path.name[:15]  # its start time: ids stay unique across runs
+        return dataclasses.replace(plan, id_prefix=f"{run}-{target}-s{step}r{repeat}")
 
     def _death(self, name: str, step: int, reason: str, when: str, server: Server) -> str:
         """Record a server's death in targets.json; the message for its failure."""

@@ -139,13 +139,79 @@ class _Arrivals(StrictModel):
         return self
 
 
+class RampSpec(StrictModel):
+    """The rate climbs from `from_rate` to the level's rate over `over_s` (from the start of
+    the step, warm-up included), then holds."""
+
+    from_rate: PositiveFloat
+    over_s: PositiveFloat = Field(le=MAX_STEP_S)
+    curve: Literal["linear", "exponential"] = "linear"
+
+
+class RateChange(StrictModel):
+    at_s: NonNegativeFloat = Field(le=MAX_STEP_S, description="seconds from the step's start")
+    rate: PositiveFloat
+
+
 class OpenLevel(_Arrivals):
     mode: Literal["open"]
-    rate: PositiveFloat
+    rate: PositiveFloat = Field(description="requests/s (with a ramp: the rate it reaches)")
+    ramp: RampSpec | None = Field(None, description="linear or exponential ramp-up to `rate`")
+    changes: list[RateChange] = Field(
+        default_factory=list,
+        description="step changes: from `at_s` on, this rate (the level starts at `rate`)",
+    )
+    percentiles: Percentiles | None = Field(None, min_length=1, description=_LEVEL_PERCENTILES)
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> OpenLevel:
+        if self.ramp is not None and self.changes:
+            raise ValueError("give a ramp or step changes, not both")
+        times = [c.at_s for c in self.changes]
+        if times != sorted(set(times)):
+            raise ValueError("changes: at_s must increase from one change to the next")
+        return self
+
+    @property
+    def peak_rate(self) -> float:
+        return max([self.rate, *(c.rate for c in self.changes)])
+
+    def shape(self) -> tuple[tuple[tuple[float, float], ...], str]:
+        """The rate over the step as knots (s, factor of `rate`), and a label for it."""
+        if self.ramp is not None:
+            start, span = self.ramp.from_rate / self.rate, self.ramp.over_s
+            if self.ramp.curve == "linear":
+                knots = ((0.0, start), (span, 1.0))
+            else:  # geometric growth, drawn as 64 straight pieces
+                knots = tuple((span * i / 64, start ** (1 - i / 64)) for i in range(65))
+            return (
+                knots,
+                f"ramp {self.ramp.from_rate:g}->{self.rate:g}/s ({self.ramp.curve}, {span:g} s)",
+            )
+        if self.changes:
+            knots, factor = [(0.0, 1.0)], 1.0
+            for change in self.changes:
+                if change.at_s > 0:
+                    knots.append((change.at_s - 1e-6, factor))
+                factor = change.rate / self.rate
+                knots.append((change.at_s, factor))
+            steps = ", ".join(f"{c.rate:g}/s at {c.at_s:g} s" for c in self.changes)
+            return tuple(knots), f"then {steps}"
+        return (), ""
+
+
+class TraceLevel(StrictModel):
+    """Replay `workload.trace` with its own timing, `speedup` times faster."""
+
+    mode: Literal["trace"]
+    speedup: PositiveFloat = 1.0
+    duration_s: PositiveFloat | None = Field(
+        None, le=MAX_STEP_S, description="replay at most this long (default: the whole trace)"
+    )
     percentiles: Percentiles | None = Field(None, min_length=1, description=_LEVEL_PERCENTILES)
 
 
-Level = Annotated[ClosedLevel | OpenLevel, Field(discriminator="mode")]
+Level = Annotated[ClosedLevel | OpenLevel | TraceLevel, Field(discriminator="mode")]
 
 
 class ClosedProfile(StrictModel):
@@ -184,8 +250,24 @@ class SloSearchProfile(_Arrivals):
     max_steps: PositiveInt = 12
 
 
+class TraceProfile(StrictModel):
+    """Replay `workload.trace` once per speed-up factor (1 = the trace's own timing)."""
+
+    kind: Literal["trace"]
+    speedups: list[PositiveFloat] = Field([1.0], min_length=1)
+    duration_s: PositiveFloat | None = Field(
+        None, le=MAX_STEP_S, description="replay at most this long (default: the whole trace)"
+    )
+
+    @field_validator("speedups", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int | float) else value
+
+
 ProfileSpec = Annotated[
-    ClosedProfile | OpenProfile | SweepProfile | SloSearchProfile, Field(discriminator="kind")
+    ClosedProfile | OpenProfile | SweepProfile | SloSearchProfile | TraceProfile,
+    Field(discriminator="kind"),
 ]
 
 
@@ -271,7 +353,7 @@ def _open_rates(profile: Any) -> list[float]:
     if isinstance(profile, OpenProfile):
         return list(profile.rates)
     if isinstance(profile, SweepProfile):
-        return [lv.rate for lv in profile.steps if isinstance(lv, OpenLevel)]
+        return [lv.peak_rate for lv in profile.steps if isinstance(lv, OpenLevel)]
     if isinstance(profile, SloSearchProfile):
         return [profile.max_rate]
     return []
@@ -281,6 +363,10 @@ class TelemetrySpec(StrictModel):
     interval_s: PositiveFloat = Field(0.1, description="sampling period of every sampler")
     process: bool = Field(True, description="CPU and RSS of the server's process tree")
     gpu: bool = Field(True, description="NVML: utilisation, memory, power, energy, clocks")
+    server: bool = Field(
+        True, description="the server's own gauges over each step (Prometheus, where declared)"
+    )
+    server_interval_s: PositiveFloat = Field(0.25, ge=0.05, description="their scrape period")
 
 
 class CostSpec(StrictModel):
@@ -332,6 +418,13 @@ class ScenarioBase(StrictModel):
                     f"({family.description}); it serves: {', '.join(sorted(served))}"
                 )
         problems = family.check_scenario(self)
+        replays = isinstance(self.load.profile, TraceProfile) or (
+            isinstance(self.load.profile, SweepProfile)
+            and any(isinstance(lv, TraceLevel) for lv in self.load.profile.steps)
+        )
+        if replays and getattr(getattr(self, "workload", None), "trace", None) is None:
+            problems.append("load.profile: a trace replay needs workload.trace (a trace file "
+                            "of requests and their times; generative models)")  # fmt: skip
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -406,6 +499,17 @@ def load_scenario(path: str | Path, sets: Iterable[str] = ()) -> Scenario:
     return parse_scenario(text, source=str(path), sets=sets)
 
 
+def _resolve_paths(data: dict[str, Any], source: str) -> None:
+    """A relative file path in a scenario is relative to the scenario file's folder."""
+    trace = (data.get("workload") or {}).get("trace") if isinstance(data.get("workload"),
+                                                                     dict) else None  # fmt: skip
+    if not isinstance(trace, dict) or not isinstance(trace.get("path"), str):
+        return
+    path, base = Path(trace["path"]), Path(source).parent
+    if not path.is_absolute() and Path(source).is_file() and (base / path).exists():
+        trace["path"] = str(base / path)
+
+
 def parse_scenario(text: str, source: str = "<scenario>", sets: Iterable[str] = ()) -> Scenario:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -417,6 +521,8 @@ def parse_scenario(text: str, source: str = "<scenario>", sets: Iterable[str] = 
     sets = list(sets)
     if sets:
         data = apply_sets(data, sets)
+    _resolve_paths(data, source)
+    if sets:
         source = f"{source} with --set {' '.join(sets)}"
     try:
         return scenario_model().model_validate(data)

@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from harness.config import StrictModel
+from harness.llm.traces import TraceRow, TraceSpec
 from harness.protocols.base import GenRequest
 
 
@@ -69,6 +70,11 @@ class WorkloadSpec(StrictModel):
         2048, description="distinct requests, cycled by the load (unique prompts per request "
         "until a step sends more than this)",
     )  # fmt: skip
+    trace: TraceSpec | None = Field(
+        None,
+        description="requests from a trace file (lengths, shared prompt blocks, arrival "
+        "times for `load.profile: {kind: trace}`) instead of the lengths above",
+    )
     prompt_cache: bool = Field(
         False,
         description="let servers reuse cached prompt tokens (prefix caching); off: every "
@@ -80,6 +86,8 @@ def make_requests(spec: WorkloadSpec, tokenizer: Any, seed: int, context: int) -
     """`spec.samples` requests; prompt + output never exceeds the model's `context`."""
     from harness.models.tiny_llama import corpus
 
+    if spec.trace is not None:
+        return trace_requests(spec.trace.read(), spec.trace, tokenizer, seed, context)[0]
     rng = np.random.default_rng(seed)
     n = spec.samples
     prompt_lens = spec.prompt_tokens.sample(rng, n)
@@ -110,3 +118,55 @@ def make_requests(spec: WorkloadSpec, tokenizer: Any, seed: int, context: int) -
         ids = tuple(prefix + stream[start : start + int(p)])
         requests.append(GenRequest(ids, tokenizer.decode(list(ids)), int(o)))
     return requests
+
+
+def trace_requests(
+    rows: list[TraceRow], spec: TraceSpec, tokenizer: Any, seed: int, context: int
+) -> tuple[list[GenRequest], int]:
+    """One request per trace row, in order, and how many rows were clipped to the context.
+
+    A block id is always the same `block_tokens x scale` tokens (drawn from the corpus by
+    the id), so requests that share leading ids share that prompt prefix, as in the trace;
+    a row without ids gets a prompt of its own."""
+    from harness.models.tiny_llama import corpus
+
+    block = max(1, round(spec.block_tokens * spec.scale))
+    longest = max(r.input_tokens for r in rows)
+    text = " ".join(corpus(seed + 17, lines=400 + min(longest, 8 * context) // 4))
+    stream: list[Any] = tokenizer.encode(text).ids if tokenizer is not None else text.split()
+    while len(stream) < max(block, context) + 1:
+        stream = stream + stream
+    rng = np.random.default_rng(seed)
+
+    def window(start: int, length: int) -> list[Any]:
+        return stream[start : start + length]
+
+    def block_tokens(block_id: int) -> list[Any]:
+        at = int(np.random.default_rng([seed, block_id]).integers(0, len(stream) - block))
+        return window(at, block)
+
+    out, clipped = [], 0
+    for row in rows:
+        prompt_len = max(1, round(row.input_tokens * spec.scale))
+        output_len = max(1, round(row.output_tokens * spec.scale))
+        if prompt_len + output_len > context:
+            clipped += 1
+            output_len = min(output_len, context // 2)
+            prompt_len = context - output_len
+        if row.blocks:
+            ids: list[Any] = []
+            for block_id in row.blocks:
+                if len(ids) >= prompt_len:
+                    break
+                ids.extend(block_tokens(block_id))
+            ids = ids[:prompt_len]
+            if len(ids) < prompt_len:  # the trace's blocks cover less than its length
+                ids.extend(window(int(rng.integers(0, len(stream) - prompt_len)),
+                                  prompt_len - len(ids)))  # fmt: skip
+        else:
+            ids = window(int(rng.integers(0, len(stream) - prompt_len)), prompt_len)
+        if tokenizer is None:
+            out.append(GenRequest(None, " ".join(ids), output_len))
+        else:
+            out.append(GenRequest(tuple(ids), tokenizer.decode(list(ids)), output_len))
+    return out, clipped

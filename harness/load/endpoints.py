@@ -57,6 +57,7 @@ class StreamEndpoint:
     port: int
     requests: tuple[bytes, ...]
     expected_tokens: tuple[int, ...]
+    arrival_s: tuple[float, ...] | None = None  # a replayed trace: when request i arrives
 
 
 @dataclass(frozen=True)

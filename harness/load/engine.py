@@ -15,6 +15,7 @@ denser than that, every request already due is sent on each loop turn.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from concurrent.futures import ThreadPoolExecutor
 from time import perf_counter_ns
@@ -40,15 +41,30 @@ EXPIRE_EVERY_S = 0.05
 LATE_START_MS = 5.0  # a fanned-out process starting later than this skews the merged step
 
 
-def arrival_offsets_ns(plan: StepPlan) -> np.ndarray:
-    """Intended send times (ns from t0) for the whole step, warm-up included."""
+def arrival_offsets_ns(plan: StepPlan, trace_s: tuple[float, ...] | None = None) -> np.ndarray:
+    """Intended send times (ns from t0) for the whole step, warm-up included.
+
+    A shaped rate (ramps, step changes) warps a unit-rate schedule of the same kind through
+    the inverse of the cumulative rate (time rescaling), so a Poisson or gamma schedule keeps
+    its character at every rate; a trace plays its own times, `speedup` times faster."""
     total_s = plan.warmup_s + _longest(plan)
-    expected = int(total_s * plan.rate)
+    if plan.arrival == "trace":
+        if not trace_s:
+            raise ValueError(f"{plan.label}: this endpoint carries no trace to replay")
+        offsets = np.asarray(trace_s, np.float64) / plan.speedup
+        offsets = offsets[offsets < total_s][plan.stride_index :: plan.stride]
+        return (offsets * 1e9).astype(np.int64)
+    grid, cumulative = _cumulative_rate(plan, total_s)
+    expected = int(cumulative[-1])
     if expected > plan.max_requests:
         raise ValueError(
             f"{plan.label}: {expected} requests exceed max_requests_per_step={plan.max_requests}"
         )
-    if plan.arrival == "constant":
+    if plan.shape:
+        units = _unit_schedule(plan, float(cumulative[-1]))
+        offsets = np.interp(units, cumulative, grid)[plan.stride_index :: plan.stride]
+        offsets = offsets[offsets < total_s]
+    elif plan.arrival == "constant":
         offsets = plan.phase_s + np.arange(expected, dtype=np.float64) / plan.rate
         offsets = offsets[offsets < total_s]
     elif plan.arrival == "gamma":
@@ -59,6 +75,41 @@ def arrival_offsets_ns(plan: StepPlan) -> np.ndarray:
         offsets = np.cumsum(gaps) - gaps[0]
         offsets = offsets[offsets < total_s]
     return (offsets * 1e9).astype(np.int64)
+
+
+def rate_at(plan: StepPlan, t_s: np.ndarray) -> np.ndarray:
+    """The whole schedule's intended rate (req/s) at times `t_s` from t0."""
+    rate = plan.rate * plan.stride if plan.whole_schedule else plan.rate
+    if not plan.shape:
+        return np.full(np.shape(t_s), rate, np.float64)
+    knots_t, knots_f = zip(*plan.shape, strict=True)
+    return rate * np.interp(t_s, knots_t, knots_f)
+
+
+def _cumulative_rate(plan: StepPlan, total_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Expected arrivals from t0 to each point of a 1 ms grid (trapezoids)."""
+    grid = np.linspace(0.0, total_s, max(2, int(total_s * 1000) + 1))
+    if not plan.shape:
+        return grid, grid * plan.rate
+    rates = rate_at(plan, grid)
+    steps = (rates[1:] + rates[:-1]) / 2 * np.diff(grid)
+    return grid, np.concatenate([[0.0], np.cumsum(steps)])
+
+
+def _unit_schedule(plan: StepPlan, total_units: float) -> np.ndarray:
+    """Arrivals of a rate-1 process of the plan's kind, up to `total_units`."""
+    if plan.arrival == "constant":
+        return np.arange(int(total_units) + 1, dtype=np.float64)
+    rng = np.random.default_rng(plan.seed)
+    size = int(total_units * 1.2) + 100
+    shape = plan.burstiness if plan.arrival == "gamma" else 1.0
+    chunks, reached = [], 0.0
+    while reached < total_units:
+        gaps = rng.gamma(shape, 1.0 / shape, size=size)
+        chunks.append(gaps)
+        reached += float(gaps.sum())
+    gaps = np.concatenate(chunks)
+    return np.cumsum(gaps) - gaps[0]
 
 
 def _gamma_offsets(plan: StepPlan, total_s: float) -> np.ndarray:
@@ -88,8 +139,10 @@ class _Recorder:
         self.end: list[int] = []
         self.status: list[int] = []
         self.error: list[int] = []
+        self.index: list[int] = []
 
-    def add(self, intended: int, sent: int, end: int, status: int, error: int) -> None:
+    def add(self, intended: int, sent: int, end: int, status: int, error: int, index: int) -> None:
+        self.index.append(index)
         self.intended.append(intended)
         self.sent.append(sent)
         self.end.append(end)
@@ -158,7 +211,7 @@ async def run_step(endpoint: Endpoint, plan: StepPlan) -> StepRecords:
     ending: dict[str, Any] = {}  # what ended the step (harness/columns.py `ended_by`)
 
     def on_done(intended: int, sent: int, end: int, status: int, error: int, index: int) -> None:
-        rec.add(intended, sent, end, status, error)
+        rec.add(intended, sent, end, status, error, index)
         state["outstanding"] -= 1
         if plan.mode == "closed" and end < state["stop_ns"]:
             state["outstanding"] += 1
@@ -169,6 +222,9 @@ async def run_step(endpoint: Endpoint, plan: StepPlan) -> StepRecords:
             done.set_result(None)
 
     transport = _make_transport(endpoint, plan, on_done)
+    id_prefix = f"{plan.id_prefix}-{plan.seed}-" if plan.id_prefix else ""
+    if id_prefix and hasattr(transport, "request_ids"):
+        transport.request_ids(id_prefix.encode())
     if isinstance(endpoint, HttpEndpoint | StreamEndpoint):
         await transport.open(plan.concurrency if plan.mode == "closed" else _preopen(plan))
     timeout_ns = int(plan.timeout_s * 1e9)
@@ -181,6 +237,7 @@ async def run_step(endpoint: Endpoint, plan: StepPlan) -> StepRecords:
             await asyncio.sleep(0)
     t0 = plan.start_at_ns or perf_counter_ns()
     late_ms = (perf_counter_ns() - t0) / 1e6  # > 0 when this process got its plan too late
+    requested = plan.rate
     try:
         state["stop_ns"] = t0 + int((plan.warmup_s + _longest(plan)) * 1e9)
         monitor = loop.create_task(_watch_end(plan, rec, state, ending, t0))
@@ -192,9 +249,21 @@ async def run_step(endpoint: Endpoint, plan: StepPlan) -> StepRecords:
             await monitor  # returns when the step is long enough (and stable, if asked)
             state["dispatched_all"] = True
         else:
-            offsets = arrival_offsets_ns(plan) + t0
-            await _pace(transport, offsets, state)
+            offsets = arrival_offsets_ns(plan, getattr(endpoint, "arrival_s", None)) + t0
+            if plan.arrival == "trace" and len(offsets):  # the window ends with the trace
+                state["stop_ns"] = min(state["stop_ns"], int(offsets[-1]) + 1)
+            # request i of the whole schedule is the i-th arrival (a trace's row i)
+            indices = np.arange(len(offsets)) * plan.stride + plan.stride_index
+            watcher = (loop.create_task(_watch_saturation(plan, rec, state, ending, t0))
+                       if plan.stop_saturated else None)  # fmt: skip
+            await _pace(transport, offsets, indices, state)
             monitor.cancel()
+            if watcher is not None:
+                watcher.cancel()
+            if plan.shape or plan.arrival == "trace":  # the schedule's own mean rate
+                lo, hi = t0 + int(plan.warmup_s * 1e9), state["stop_ns"]
+                inside = int(((offsets >= lo) & (offsets < hi)).sum())
+                requested = inside / max((hi - lo) / 1e9, 1e-9)
             if "ended_by" not in ending:  # the schedule ran out first: its longest window
                 _ran_out(plan, rec, ending, t0)
             state["dispatched_all"] = True
@@ -223,7 +292,7 @@ async def run_step(endpoint: Endpoint, plan: StepPlan) -> StepRecords:
         wall_t0=wall0,
         client_cpu_s=cpu1 - cpu0,
         client_wall_s=wall1 - wall0,
-        requested_rate=plan.rate if plan.mode == "open" else None,
+        requested_rate=requested if plan.mode == "open" else None,
         connections=connections,
         connection_cap_hit=cap_hit,
         error_samples=errors,
@@ -238,6 +307,7 @@ async def run_step(endpoint: Endpoint, plan: StepPlan) -> StepRecords:
         },
         t0_ns=t0,
         stream=stream,
+        request_id=[id_prefix + str(i) for i in rec.index] if id_prefix else None,
     )
 
 
@@ -331,21 +401,66 @@ def _ran_out(plan: StepPlan, rec: _Recorder, ending: dict[str, Any], t0: int) ->
         ending["samples_needed"], ending["samples_had"] = plan.min_samples, int(ok.sum())
 
 
+SATURATION_WINDOW_S = 0.5
+SATURATION_WINDOWS = 4  # windows in a row whose queue grew
+SATURATION_MIN_QUEUE = 8
+SATURATION_SERVED = 0.9  # served less than this share of what arrived over those windows
+
+
+async def _watch_saturation(
+    plan: StepPlan, rec: _Recorder, state: dict[str, int], ending: dict[str, Any], t0: int
+) -> None:
+    """End an open step that is clearly past saturation: requests in flight grew in each of
+    the last SATURATION_WINDOWS windows, at least doubled to SATURATION_MIN_QUEUE or more,
+    and the server completed under 90% of what arrived meanwhile. Such a queue grows without
+    bound: running on measures only how long we waited. Says so in `ended_by`."""
+    window_ns = int(SATURATION_WINDOW_S * 1e9)
+    warmup_end = t0 + int(plan.warmup_s * 1e9)
+    history: list[tuple[int, int, int]] = []  # (time, in flight, completed)
+    while True:
+        await asyncio.sleep(SATURATION_WINDOW_S)
+        now = perf_counter_ns()
+        if now < warmup_end:
+            continue
+        history.append((now, state["outstanding"], len(rec.end)))
+        if len(history) <= SATURATION_WINDOWS:
+            continue
+        recent = history[-SATURATION_WINDOWS - 1 :]
+        queue = [q for _, q, _ in recent]
+        grew = all(b > a for a, b in itertools.pairwise(queue))
+        served = recent[-1][2] - recent[0][2]
+        arrived = served + queue[-1] - queue[0]
+        if (grew and queue[-1] >= max(SATURATION_MIN_QUEUE, 2 * queue[0])
+                and served < SATURATION_SERVED * arrived):  # fmt: skip
+            edge = warmup_end + (now - warmup_end) // window_ns * window_ns
+            state["stop_ns"] = max(edge, warmup_end + window_ns)
+            span_s = (recent[-1][0] - recent[0][0]) / 1e9
+            ending["ended_by"] = "saturated"
+            ending["saturation"] = (
+                f"past saturation: requests in flight grew from {queue[0]} to {queue[-1]} in "
+                f"{span_s:.1f} s while the server completed {served} of {arrived} arrivals"
+            )
+            return
+
+
 def _preopen(plan: StepPlan) -> int:
     # Enough for ~20 ms of arrivals in flight; more are opened on demand.
     return max(4, min(plan.max_connections, int(plan.rate * 0.02) + 4))
 
 
-async def _pace(transport: Any, offsets: np.ndarray, state: dict[str, int]) -> None:
+async def _pace(
+    transport: Any, offsets: np.ndarray, indices: np.ndarray, state: dict[str, int]
+) -> None:
     loop = asyncio.get_running_loop()
     times = offsets.tolist()
+    index = indices.tolist()
     n = len(times)
     i = 0
     while i < n and times[i] < state["stop_ns"]:  # the stability watcher may end it early
         now = perf_counter_ns()
         while i < n and times[i] <= now:
             state["outstanding"] += 1
-            transport.submit(i, times[i])
+            transport.submit(index[i], times[i])
             i += 1
         if i >= n:
             break

@@ -25,13 +25,14 @@ from harness.load.worker import LoadProcess
 START_LEAD_NS = 300_000_000  # time for every process to receive its plan and connect
 
 
-_END_ORDER = {"duration": 1, "samples": 2, "settled": 3, "max_duration": 4, "errors": 5}
+_END_ORDER = {"duration": 1, "samples": 2, "settled": 3, "max_duration": 4, "errors": 5,
+              "saturated": 6}  # fmt: skip
 
 
 def _ending(parts: list[StepRecords]) -> dict[str, Any]:
     """What ended the merged step: the process that ran longest for it."""
     last = max((p.extra for p in parts), key=lambda e: _END_ORDER.get(str(e.get("ended_by")), 0))
-    keys = ("ended_by", "samples_needed", "samples_had")
+    keys = ("ended_by", "samples_needed", "samples_had", "saturation")
     found = {k: last[k] for k in keys if k in last}
     if "samples_had" in found:  # every process counts only its own
         found["samples_had"] = sum(int(p.extra.get("samples_had", 0)) for p in parts)
@@ -48,7 +49,7 @@ def split(plan: StepPlan, parts: int) -> list[StepPlan]:
         return [dataclasses.replace(plan, concurrency=c, seed=plan.seed + i,
                                     min_samples=math.ceil(plan.min_samples * c / plan.concurrency))
                 for i, c in enumerate(shares) if c > 0]  # fmt: skip
-    if plan.arrival == "gamma":  # every process sends its share of the one schedule
+    if plan.whole_schedule:  # every process sends its share of the one schedule
         return [dataclasses.replace(plan, rate=plan.rate / parts, stride=parts, stride_index=i,
                                     min_samples=math.ceil(plan.min_samples / parts))
                 for i in range(parts)]  # fmt: skip
@@ -73,6 +74,12 @@ def merge(parts: list[StepRecords]) -> StepRecords:
 
     def column(name: str) -> np.ndarray:
         return np.concatenate([getattr(p, name) for p in parts])[order]
+
+    if first.request_id is not None:  # reordered with the rest
+        ids = [i for p in parts for i in (p.request_id or [])]
+        for p in parts:
+            p.request_id = None
+        first = dataclasses.replace(first, request_id=[ids[k] for k in order.tolist()])
 
     return dataclasses.replace(
         first,

@@ -134,7 +134,12 @@ class HttpPool:
         self.bodies: dict[int, bytes] = {}
         self.retried: set[int] = set()  # requests re-sent after a stale keep-alive connection
         self.reuse = True  # False once the server showed it closes kept-alive connections
+        self.id_prefix: bytes | None = None
         self._loop = asyncio.get_running_loop()
+
+    def request_ids(self, prefix: bytes) -> None:
+        """Send `X-Request-Id: <prefix><request index>` with every request."""
+        self.id_prefix = prefix
 
     async def open(self, count: int) -> None:
         """Pre-open `count` connections (they become idle)."""
@@ -188,7 +193,12 @@ class HttpPool:
             conn.body = []
         conn.sent = perf_counter_ns()
         self.busy.add(conn)
-        conn.transport.write(self.requests[index % len(self.requests)])  # type: ignore[union-attr]
+        request = self.requests[index % len(self.requests)]
+        if self.id_prefix is not None:  # one header after the request line
+            cut = request.index(b"\r\n") + 2
+            request = b"".join((request[:cut], b"X-Request-Id: ", self.id_prefix,
+                                str(index).encode(), b"\r\n", request[cut:]))  # fmt: skip
+        conn.transport.write(request)  # type: ignore[union-attr]
 
     def _release(self, conn: _Conn) -> None:
         if self.pending:

@@ -15,8 +15,19 @@ class StepPlan:
     warmup_s: float = 0.0
     concurrency: int = 1
     rate: float = 0.0
-    arrival: Literal["constant", "poisson", "gamma"] = "poisson"
+    arrival: Literal["constant", "poisson", "gamma", "trace"] = "poisson"
     burstiness: float = 1.0  # gamma: the gaps' shape (1 = Poisson, < 1 bursty)
+    # The rate over the step, as knots (seconds from t0, factor of `rate`) joined by straight
+    # lines and held after the last one: ramps and step changes. () = `rate` throughout.
+    shape: tuple[tuple[float, float], ...] = ()
+    shape_label: str = ""
+    # trace: the endpoint's own arrival times (a replayed trace), played this much faster
+    speedup: float = 1.0
+    # an open step past saturation (its queue grows without bound) ends early
+    stop_saturated: bool = True
+    # "": no ids; else every request carries `X-Request-Id: <id_prefix>-<seed>-<index>`
+    # (the records keep it, so they join with the server's own logs)
+    id_prefix: str = ""
     timeout_s: float = 10.0
     max_connections: int = 2048
     max_requests: int = 2_000_000
@@ -45,10 +56,21 @@ class StepPlan:
     def label(self) -> str:
         if self.mode == "closed":
             return f"closed c={self.concurrency}"
+        if self.arrival == "trace":
+            return f"trace x{self.speedup:g}"
+        tail = f" {self.shape_label}" if self.shape_label else ""
         if self.arrival == "gamma":
-            return f"open {self.rate:g}/s gamma b={self.burstiness:g}"
-        return f"open {self.rate:g}/s {self.arrival}"
+            return f"open {self.rate:g}/s gamma b={self.burstiness:g}{tail}"
+        return f"open {self.rate:g}/s {self.arrival}{tail}"
+
+    @property
+    def whole_schedule(self) -> bool:
+        """Split load processes each make the whole schedule and send every stride-th
+        arrival of it: a gamma, shaped or replayed schedule is not a sum of thinner ones."""
+        return self.arrival in ("gamma", "trace") or bool(self.shape)
 
     @property
     def level(self) -> float:
+        if self.arrival == "trace":
+            return self.speedup
         return float(self.concurrency if self.mode == "closed" else self.rate)

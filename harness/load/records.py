@@ -99,6 +99,7 @@ class StepRecords:
     extra: dict[str, Any] = field(default_factory=dict)
     t0_ns: int = 0  # perf_counter_ns() at t0 (CLOCK_MONOTONIC: comparable across processes)
     stream: StreamColumns | None = None  # streamed generations only (LLM endpoints)
+    request_id: list[str] | None = None  # the X-Request-Id each request carried, if any
 
     def __len__(self) -> int:
         return len(self.intended_ns)
@@ -123,6 +124,8 @@ class StepRecords:
             "status": self.status,
             "error": self.error,
         }
+        if self.request_id is not None:
+            columns["request_id"] = self.request_id
         if self.stream is not None:
             import pyarrow as pa
 

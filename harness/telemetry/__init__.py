@@ -9,11 +9,13 @@ nothing; the run goes on.
 from harness.telemetry.base import Sampler, start_all, stop_all
 from harness.telemetry.gpu import GpuSampler, gpu_inventory
 from harness.telemetry.process import ProcessTreeSampler
+from harness.telemetry.server import ServerSeriesSampler
 
 __all__ = [
     "GpuSampler",
     "ProcessTreeSampler",
     "Sampler",
+    "ServerSeriesSampler",
     "gpu_inventory",
     "start_all",
     "stop_all",

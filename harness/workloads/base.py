@@ -75,6 +75,9 @@ class Workload(ABC):
     columns: ClassVar[tuple[Column, ...]] = ()
     spec_class: ClassVar[type[StrictModel] | None] = None
     record_metrics: ClassVar[tuple[RecordMetric, ...]] = ()
+    # every request carries an X-Request-Id kept in its record (joins with server logs);
+    # off where requests are so cheap that one more header would show in the figures
+    request_ids: ClassVar[bool] = False
 
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario

@@ -13,12 +13,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from harness.columns import Column
+from harness.llm.traces import TraceSpec
 from harness.llm.workload import WorkloadSpec
+from harness.load.endpoints import StreamEndpoint
 from harness.variants import LLM_VARIANT_NAMES
 from harness.workloads.base import Lead, RecordMetric, Workload
 
@@ -91,6 +94,7 @@ class GenerateWorkload(Workload):
     variant_names: ClassVar[tuple[str, ...]] = LLM_VARIANT_NAMES
     columns: ClassVar[tuple[Column, ...]] = COLUMNS
     spec_class = WorkloadSpec
+    request_ids: ClassVar[bool] = True
     # streamed generations add the two numbers LLM users compare stacks by
     record_metrics: ClassVar[tuple[RecordMetric, ...]] = (
         RecordMetric("ttft_p50_ms", "ttft_p50", False, ("first_token_ns",), _ttft, "p50"),
@@ -104,6 +108,7 @@ class GenerateWorkload(Workload):
         super().__init__(scenario)
         self.spec: WorkloadSpec = scenario.workload or WorkloadSpec()
         self.generations: list[GenRequest] = []
+        self.arrival_s: tuple[float, ...] = ()  # a replayed trace's arrival times
 
     @classmethod
     def leads(cls, slo_percentile: float | None) -> tuple[Lead, Lead]:
@@ -134,24 +139,68 @@ class GenerateWorkload(Workload):
 
     def prepare(self, folder: RunFolder) -> None:
         from harness.errors import ConfigError
+        from harness.llm.traces import TraceError
         from harness.llm.workload import make_requests
 
         bundle, spec = self.bundle, self.spec
         context = bundle.config.context_length if bundle.config else 2048
+        traced: dict[str, Any] = {}
         try:
-            self.generations = make_requests(spec, bundle.tokenizer(), self.scenario.seed, context)
+            if spec.trace is not None:
+                traced = self._read_trace(spec.trace, bundle.tokenizer(), context)
+            else:
+                self.generations = make_requests(
+                    spec, bundle.tokenizer(), self.scenario.seed, context
+                )
+        except TraceError as exc:
+            raise ConfigError("scenario", [("workload.trace", str(exc))]) from exc
         except ValueError as exc:
             raise ConfigError("scenario", [("workload", str(exc))]) from exc
         lengths = [r.prompt_len for r in self.generations if r.prompt_len is not None]
         folder.write_workload(
             {
                 **spec.model_dump(mode="json"),
+                **traced,
                 "requests": len(self.generations),
                 "prompt_tokens_mean": sum(lengths) / len(lengths) if lengths else None,
                 "output_tokens_mean": sum(r.max_tokens for r in self.generations)
                 / len(self.generations),
             }
         )
+
+    def _read_trace(self, trace: TraceSpec, tokenizer: Any, context: int) -> dict[str, Any]:
+        """The trace's requests and arrival times; what workload.json says about it."""
+        import hashlib
+        from pathlib import Path
+
+        from harness.llm.workload import trace_requests
+
+        rows = trace.read()
+        self.generations, clipped = trace_requests(
+            rows, trace, tokenizer, self.scenario.seed, context
+        )
+        self.arrival_s = tuple(r.t_s for r in rows)
+        block = max(1, round(trace.block_tokens * trace.scale))
+        seen: set[int] = set()
+        reusable = total = 0
+        for row, req in zip(rows, self.generations, strict=True):
+            length = req.prompt_len or round(row.input_tokens * trace.scale)
+            lead = 0
+            while lead < len(row.blocks) and row.blocks[lead] in seen:
+                lead += 1
+            reusable += min(lead * block, length)
+            total += length
+            seen.update(row.blocks)
+        return {
+            "trace_file": trace.path,
+            "trace_sha256": hashlib.sha256(Path(trace.path).read_bytes()).hexdigest(),
+            "trace_rows": len(rows),
+            "trace_span_s": rows[-1].t_s,
+            "trace_clipped_rows": clipped,
+            # the share of prompt tokens a perfect prefix cache could serve (leading blocks
+            # seen before): what `prompt_cache: true` can gain on this trace
+            "trace_reusable_prefix_fraction": reusable / total if total else 0.0,
+        }
 
     def server_settings(self) -> dict[str, Any]:
         return {"prompt_cache": self.spec.prompt_cache}
@@ -174,7 +223,10 @@ class GenerateWorkload(Workload):
         return client.for_api(self.spec.api)
 
     def endpoint(self, adapter: Adapter[Any], server: Server) -> Endpoint:
-        return self._client(adapter, server).endpoint(self.generations)
+        endpoint = self._client(adapter, server).endpoint(self.generations)
+        if self.arrival_s and isinstance(endpoint, StreamEndpoint):  # a trace's own timing
+            return dataclasses.replace(endpoint, arrival_s=self.arrival_s)
+        return endpoint
 
     def check_fidelity(self, adapter: Adapter[Any], server: Server) -> FidelityResult:
         from harness.llm.fidelity import check_generation
