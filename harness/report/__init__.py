@@ -29,6 +29,7 @@ from harness.report.data import (
     load_run,
 )
 from harness.report.decision import Decision, cents, decide, price_text
+from harness.report.server_view import pareto_points, server_series
 from harness.report.llm_view import ITL_SERIES, SKIPPED_STATUS, TTFT_SERIES, llm_section
 from harness.report.matrix import matrices
 from harness.report.resources_view import (
@@ -185,6 +186,8 @@ def _interactive(data: RunData, agg: Any, labels: list[str], targets: list[str],
             "llmtokens": interactive.throughput_vs_concurrency(
                 llm["agg"], data.steps, order, floors, column="output_tokens_per_s",
                 unit="output tok/s", what="generations"),
+            "llmpareto": interactive.pareto(pareto_points(llm["agg"]), order, floors),
+            "llmserver": interactive.server_over_time(server_series(data), order, labels),
         }  # fmt: skip
     return {
         "specs": {k: interactive.spec_json(v) for k, v in specs.items() if v is not None},

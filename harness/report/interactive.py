@@ -463,3 +463,62 @@ def metric_by_step(agg: pd.DataFrame, labels: Sequence[str], order: Sequence[str
     if limit is not None and limit[1] > 0:
         layers.append(_limit(limit[1], limit[0]))
     return _finish(alt.layer(*layers).properties(width=WIDTH, height=320))
+
+
+def pareto(points: pd.DataFrame, order: Sequence[str], floors: set[str]) -> dict[str, Any] | None:
+    """Output tokens/s per user against tokens/s in total, one line per target through its
+    load levels; the frontier's points (none better in both) are ringed. Up and right is
+    better: a stack's line shows what each user gives up for more total throughput."""
+    import altair as alt
+
+    frame = points[~points["target"].isin(floors)] if len(points) else points
+    if frame.empty:
+        return None
+    pick = _pick()
+    base = alt.Chart(_clean(frame)).encode(
+        x=alt.X("per_user:Q", title="output tokens/s per user (1000 / mean TPOT)"),
+        y=alt.Y("total:Q", title="output tokens/s in total"),
+        color=_colour(order),
+        opacity=alt.condition(pick, alt.value(1.0), alt.value(0.12)),
+        tooltip=["target:N", "step:N",
+                 alt.Tooltip("per_user:Q", format=",.1f", title="tok/s per user"),
+                 alt.Tooltip("total:Q", format=",.1f", title="tok/s in total"),
+                 alt.Tooltip("frontier:N", title="on the frontier")],
+    )  # fmt: skip
+    layers = [
+        base.mark_line(strokeWidth=1.2).encode(order="per_user:Q"),
+        base.mark_point(filled=True, size=50),
+        base.transform_filter("datum.frontier").mark_point(size=220, strokeWidth=2,
+                                                           color="black"),  # fmt: skip
+    ]
+    chart = alt.layer(*layers).add_params(pick).properties(width=WIDTH, height=340).interactive()
+    return _finish(chart)
+
+
+def server_over_time(series: pd.DataFrame, order: Sequence[str],
+                     labels: Sequence[str]) -> dict[str, Any] | None:  # fmt: skip
+    """The server's gauges and the client's TTFT p50 over one step at a time (choose the
+    step below the chart), one panel per series on a shared time axis."""
+    import altair as alt
+
+    if series.empty:
+        return None
+    steps = [lbl for lbl in labels if lbl in set(series["step"])] or sorted(set(series["step"]))
+    choose = alt.param(name="step_shown", value=steps[0],
+                       bind=alt.binding_select(options=steps, name="step "))  # fmt: skip
+    panels = []
+    for name in dict.fromkeys(series["series"]):
+        mine = series[series["series"] == name]
+        panels.append(
+            alt.Chart(_clean(mine)).mark_line(strokeWidth=1.2, interpolate="step-after")
+            .encode(
+                x=alt.X("t_s:Q", title="time into the step (s)"),
+                y=alt.Y("value:Q", title=str(name)),
+                color=_colour(order),
+                tooltip=["target:N", "step:N", alt.Tooltip("t_s:Q", format=".2f"),
+                         alt.Tooltip("value:Q", format=",.2f", title=str(name))],
+            )
+            .transform_filter(alt.datum.step == choose)
+            .properties(width=WIDTH, height=110)
+        )  # fmt: skip
+    return _finish(alt.vconcat(*panels).add_params(choose))

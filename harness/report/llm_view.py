@@ -65,6 +65,12 @@ def _limit(steps: pd.DataFrame, column: str, scenario_key: str, data: RunData) -
     return float(value) if finite(value) and value > 0 else None
 
 
+def _telemetry(data: RunData, key: str, default: float) -> float:
+    spec = data.scenario.get("telemetry")
+    value = spec.get(key) if isinstance(spec, dict) else None
+    return float(value) if finite(value) else default
+
+
 def _workload(data: RunData) -> dict[str, Any] | None:
     """workload.json's request count and mean lengths, when the run wrote one."""
     spec = data.workload()
@@ -75,6 +81,11 @@ def _workload(data: RunData) -> dict[str, Any] | None:
         "requests": spec.get("requests"),
         "prompt_tokens_mean": spec.get("prompt_tokens_mean"),
         "output_tokens_mean": spec.get("output_tokens_mean"),
+        "trace_file": spec.get("trace_file"),
+        "trace_rows": spec.get("trace_rows"),
+        "trace_span_s": spec.get("trace_span_s"),
+        "trace_clipped_rows": spec.get("trace_clipped_rows"),
+        "trace_reusable": spec.get("trace_reusable_prefix_fraction"),
     }
 
 
@@ -115,6 +126,12 @@ def llm_section(
         "rows": rows,
         "skipped": skipped_targets(data),
         "workload": _workload(data),
+        "server_interval_s": _telemetry(data, "server_interval_s", 0.25),
+        "ended_early": [
+            (str(r["target"]), str(r["label"]), str(r.get("ineligible_reason") or ""))
+            for r in steps.to_dict("records")
+            if r.get("ended_by") == "saturated"
+        ],
         "agg": agg,
         "charts": dict.fromkeys(("ttft", "itl", "tokens"))
         if not static
