@@ -25,6 +25,7 @@ from pydantic import Field, NonNegativeFloat, PositiveInt
 from harness.adapter import Adapter, AdapterConfig, ContainerSpec, ProcessSpec
 from harness.config import StrictModel
 from harness.environments import PYTHON
+from harness.tunables import Choice, FloatRange, IntRange, Tunable
 from harness.variants import BuiltVariant
 
 
@@ -46,6 +47,21 @@ class FastapiAdapter(Adapter[FastapiConfig]):
     description = "FastAPI + uvicorn, plain JSON, optional dynamic batching"
     stack_packages = ("fastapi", "starlette", "uvicorn", "uvloop", "onnxruntime", "torch")
     requires = ("fastapi", "uvicorn", "uvloop", "httptools")
+    tunables = (
+        Tunable("workers", IntRange(1, 8), "uvicorn worker processes", limit="server_cpus"),
+        Tunable("batching.max_batch_size", Choice((1, 2, 4, 8, 16, 32)),
+                "dynamic batcher's largest batch (1: no batcher)"),
+        Tunable("batching.max_delay_ms", FloatRange(0.5, 4.0, log=True, grid_points=4),
+                "how long the batcher waits to fill a batch"),
+    )  # fmt: skip
+
+    @classmethod
+    def tuned_config(cls, base: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        config = super().tuned_config(base, params)
+        batching = config.get("batching")
+        if isinstance(batching, dict) and batching.get("max_batch_size") == 1:
+            config["batching"] = None  # a batch of one is no batcher (its delay is moot)
+        return config
 
     def process_spec(
         self, variant: BuiltVariant, workdir: Path, host: str, ports: dict[str, int]

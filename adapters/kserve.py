@@ -40,6 +40,7 @@ from harness.protocols import (
     V2JsonClient,
 )
 from harness.protocols.v2 import V2Client
+from harness.tunables import IntRange, Tunable
 from harness.variants import BuiltVariant
 
 SERVER_MODULE = "adapters._kserve_server"
@@ -71,6 +72,7 @@ class KserveConfig(AdapterConfig):
 class KserveAdapter(Adapter[KserveConfig]):
     kind: ClassVar[str] = "kserve"
     config_class = KserveConfig
+    tunables = (Tunable("workers", IntRange(1, 8), "REST processes", limit="server_cpus"),)
     variants = frozenset({"eager", "torchscript", "onnx", "onnx-int8"})
     description = "KServe 0.21 Python ModelServer (v1, v2 REST, v2 gRPC); k8s manifests"
     stack_packages = ("kserve", "onnxruntime", "torch", "grpcio")

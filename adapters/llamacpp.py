@@ -41,6 +41,7 @@ from harness.errors import UnavailableError
 from harness.llm.variants import gguf_file
 from harness.prometheus import MetricsPage, Sample
 from harness.stack import binary_version
+from harness.tunables import IntRange, Tunable
 from harness.variants import BuiltVariant
 
 IMAGE = "ghcr.io/ggml-org/llama.cpp:{tag}"
@@ -64,6 +65,11 @@ class LlamaCppConfig(AdapterConfig):
 class LlamaCppAdapter(OpenAIAdapter[LlamaCppConfig]):
     kind: ClassVar[str] = "llamacpp"
     config_class = LlamaCppConfig
+    tunables = (
+        Tunable("slots", IntRange(1, 32, log=True), "parallel sequences decoded together"),
+        Tunable("threads", IntRange(1, 64), "decode threads", limit="server_cpus"),
+        Tunable("batch_size", IntRange(64, 2048, log=True), "logical batch (-b)"),
+    )
     description = "llama.cpp llama-server (GGUF, OpenAI API, continuous batching)"
 
     def own_versions(self, server: Server) -> dict[str, str | None]:

@@ -37,6 +37,7 @@ from harness.net import http
 from harness.prometheus import MetricsPage, Sample
 from harness.protocols import PlainJsonClient, ProtocolClient
 from harness.stack import binary_version
+from harness.tunables import IntRange, Tunable
 from harness.variants import BuiltVariant
 
 MODEL = "model"
@@ -56,6 +57,11 @@ class TorchserveConfig(AdapterConfig):
 class TorchserveAdapter(Adapter[TorchserveConfig]):
     kind: ClassVar[str] = "torchserve"
     config_class = TorchserveConfig
+    tunables = (
+        Tunable("workers", IntRange(1, 8), "backend worker processes", limit="server_cpus"),
+        Tunable("batch_size", IntRange(1, 32, log=True), "max requests per handler call"),
+        Tunable("max_batch_delay_ms", IntRange(0, 8), "wait to fill a batch"),
+    )
     variants = frozenset({"eager", "torchscript", "onnx", "onnx-int8"})
     description = "TorchServe 0.12 (Java frontend, Python workers), optional batching"
     stack_packages = ("torchserve", "torch-model-archiver", "torch", "onnxruntime")

