@@ -13,6 +13,10 @@
       summary.json, summary_targets.csv   the answers, per run and per target
       report.html       the report
       logs/<target>.log server output
+      tune/             a tuning run (`servingbench tune`): tune.json (objective, search,
+                        spaces, the best of each stack), trials.csv (one row per trial,
+                        appended as each ends) and tune/<stack>/, a run folder of that
+                        stack's trials (each a target `trial-NNN` with its steps)
 
 `RunFolder` writes it: files are rewritten atomically (a temp name, then a rename) and
 steps.csv is only ever appended to, so a run interrupted at any point leaves every
@@ -47,6 +51,10 @@ from harness.load.records import ERROR_NAMES, StepRecords
 _RUN, _MODEL, _VARIANTS, _WORKLOAD = "run.json", "model.json", "variants.json", "workload.json"
 _TARGETS, _STEPS, _VERDICTS = "targets.json", "steps.csv", "verdicts.csv"
 _SUMMARY, _SUMMARY_TARGETS, _REPORT = "summary.json", "summary_targets.csv", "report.html"
+_TUNE, _TUNE_JSON, _TRIALS = "tune", "tune.json", "trials.csv"
+# trials.csv: params and config are JSON text (a trial's values, and the whole config it ran)
+TRIAL_FIELDS = ("stack", "trial", "state", "value", "probe_value", "seconds", "started_at",
+                "params", "config", "reason", "target")  # fmt: skip
 LOG_TAIL_LINES = 30
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -260,6 +268,38 @@ class RunFolder:
             per_target.to_csv(tmp)
         write_json(self.path / _SUMMARY, summary)
         return self.path / _SUMMARY
+
+    # a tuning run: tune/tune.json, tune/trials.csv, tune/<stack>/ (a run folder each)
+    def tune_stack(self, stack: str) -> RunFolder:
+        """The run folder of one stack's trials, inside this one (made on first use)."""
+        path = self.path / _TUNE / stack
+        (path / "logs").mkdir(parents=True, exist_ok=True)
+        (path / "records").mkdir(exist_ok=True)
+        return RunFolder(path)
+
+    def write_tune(self, info: dict[str, Any]) -> None:
+        (self.path / _TUNE).mkdir(exist_ok=True)
+        write_json(self.path / _TUNE / _TUNE_JSON, info)
+
+    def read_tune(self) -> dict[str, Any]:
+        path = self.path / _TUNE / _TUNE_JSON
+        return read_json(path) if path.is_file() else {}
+
+    def append_trial(self, row: dict[str, Any]) -> None:
+        """One trial's row of tune/trials.csv, appended as it ends (flushed to disk)."""
+        (self.path / _TUNE).mkdir(exist_ok=True)
+        path = self.path / _TUNE / _TRIALS
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=TRIAL_FIELDS, extrasaction="raise")
+        if not path.exists():
+            writer.writeheader()
+        writer.writerow({k: json.dumps(row.get(k), default=_json_default)
+                         if k in ("params", "config") else _csv_value(row.get(k))
+                         for k in TRIAL_FIELDS})  # fmt: skip
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(text.getvalue())
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 def owner() -> dict[str, Any]:
@@ -504,6 +544,13 @@ class RunData:
         names = (_STEPS, _VERDICTS, _SUMMARY, _RUN, _TARGETS, _VARIANTS, _WORKLOAD)
         return [self.path / n for n in names if (self.path / n).is_file()]
 
+    def tuning(self) -> TuningData | None:
+        """A tuning run's tune/ folder (its trials and search), or None for a plain run."""
+        info = self._json_or_none(f"{_TUNE}/{_TUNE_JSON}")
+        if not isinstance(info, dict):
+            return None
+        return TuningData(self.path / _TUNE, info, read_trials(self.path / _TUNE / _TRIALS))
+
     def _json_or_none(self, name: str) -> Any:
         path = self.path / name
         if not path.is_file():
@@ -512,6 +559,45 @@ class RunData:
             return json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError, OSError):
             return None
+
+
+@dataclass(frozen=True)
+class TuningData:
+    """tune/ of a tuning run: tune.json, trials.csv, and each stack's run folder."""
+
+    path: Path
+    info: dict[str, Any]
+    trials: pd.DataFrame  # TRIAL_FIELDS; params and config parsed into dicts
+
+    def stack_run(self, stack: str) -> RunData | None:
+        """The run folder of one stack's trials (its steps, records, logs), or None."""
+        path = self.path / stack
+        if not _inside(path, self.path) or not (path / _RUN).is_file():
+            return None
+        return load_run(path)
+
+
+def read_trials(path: Path) -> pd.DataFrame:
+    """trials.csv as a frame: numbers as floats, params/config as dicts; empty if none."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return pd.DataFrame({k: pd.Series(dtype=object) for k in TRIAL_FIELDS})
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, on_bad_lines="skip")
+    for name in TRIAL_FIELDS:
+        if name not in frame:
+            frame[name] = ""
+    for name in ("trial", "value", "probe_value", "seconds"):
+        frame[name] = pd.to_numeric(frame[name], errors="coerce")
+    for name in ("params", "config"):
+        frame[name] = [_json_dict(v) for v in frame[name]]
+    return frame
+
+
+def _json_dict(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def load_run(run_dir: Path) -> RunData:

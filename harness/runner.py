@@ -13,7 +13,7 @@ import dataclasses
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,7 +31,7 @@ from harness.load.endpoints import Endpoint
 from harness.load.fanout import LoadGroup
 from harness.load.plan import StepPlan
 from harness.observer import Observer
-from harness.profiles import levels, plans, warmup_plan
+from harness.profiles import PlanGenerator, levels, plans, warmup_plan
 from harness.prometheus import page_url
 from harness.provenance import collect
 from harness.results import RunFolder, mark_aborted, new_run_id, owner
@@ -68,7 +68,11 @@ def run_scenario(
     target_names: list[str] | None = None,
     observer: Observer | None = None,
     command: list[str] | None = None,
+    folder: RunFolder | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> RunOutcome:
+    """Run a scenario into a new run folder under `out_root` (or into `folder`, made by the
+    caller: a tuning run re-measures its bests in its own); `extra` goes into run.json."""
     targets = target_by_name(scenario, target_names or [])
     observer = observer or Observer()
     warnings = bounds.check(scenario, scenario_file or "scenario")  # refuses the impossible
@@ -76,10 +80,11 @@ def run_scenario(
         observer.on_phase(f"warning: {warning}")
     for stale in mark_aborted(out_root):  # runs whose servingbench was killed
         observer.on_phase(f"marked aborted: {stale} (its servingbench process is gone)")
-    folder = RunFolder.create(out_root, new_run_id(scenario.name))
+    folder = folder or RunFolder.create(out_root, new_run_id(scenario.name))
     run = _Run(scenario, folder, observer)
     folder.write_run(
         {
+            **(extra or {}),
             "run_id": folder.path.name,
             "scenario_name": scenario.name,
             "scenario_file": scenario_file,
@@ -151,6 +156,9 @@ class _Run:
         self.timings: dict[str, float] = {}
         cpus = scenario.resources.server_cpus
         self.threads = len(cpus) if cpus else thread_count()
+        # where each target's step plans come from: the scenario's profile (a tuner wraps
+        # it in a short probe that may end a clearly worse trial early)
+        self.plan_source: Callable[..., PlanGenerator] = plans
 
     @contextlib.contextmanager
     def timed(self, key: str) -> Iterator[None]:
@@ -452,7 +460,8 @@ class _Run:
         if warm is not None:
             self.observer.on_phase(f"{target.name}: warm-up {warm.duration_s:g} s")
             load.run(live.endpoint, warm)
-        gen = plans(self.scenario.load, seed, self.scenario.slo, self.scenario.verdicts)
+        gen = self.plan_source(self.scenario.load, seed, self.scenario.slo,
+                               self.scenario.verdicts)  # fmt: skip
         summary: StepSummary | None = None
         step = 0
         while True:

@@ -377,6 +377,100 @@ class CostSpec(StrictModel):
     prices: dict[str, PositiveFloat] = Field(default_factory=dict, description="extra entries")
 
 
+class TuneObjective(StrictModel):
+    """What a tuning run maximises or minimises for each stack."""
+
+    kind: Literal["max_throughput", "min_latency"] = Field(
+        "max_throughput",
+        description="max_throughput: the highest throughput (requests/s; output tokens/s for "
+        "LLMs) of any step within the SLO (slo.percentile <= slo.latency_ms, errors <= "
+        "slo.max_error_rate, and slo.ttft_ms / slo.tpot_ms where set); min_latency: the lowest "
+        "slo.percentile latency at the open-loop `rate`",
+    )
+    rate: PositiveFloat | None = Field(None, description="min_latency: requests/s offered")
+
+    @model_validator(mode="after")
+    def _rate_for_latency(self) -> TuneObjective:
+        if self.kind == "min_latency" and self.rate is None:
+            raise ValueError("min_latency needs `rate`: the open-loop requests/s to measure at")
+        if self.kind == "max_throughput" and self.rate is not None:
+            raise ValueError("`rate` is for min_latency; max_throughput uses load.profile")
+        return self
+
+
+class TuneSearch(StrictModel):
+    """How configurations are chosen (Optuna): every combination, or TPE."""
+
+    kind: Literal["grid", "tpe"] = Field(
+        "tpe", description="grid: every combination (optuna GridSampler); tpe: TPESampler"
+    )
+    trials: PositiveInt = Field(
+        20, le=10_000, description="at most this many trials per stack (a grid stops sooner)"
+    )
+    startup_trials: PositiveInt = Field(4, description="tpe: random trials before it models")
+    seed: int = 0
+    probe_s: PositiveFloat | None = Field(
+        1.0,
+        le=MAX_STEP_S,
+        description="each trial first runs its first level this long; a trial that is clearly "
+        "worse then stops (null: no probe, every trial measured in full)",
+    )
+    prune_margin: float = Field(
+        0.25, gt=0, lt=10,
+        description="clearly worse: the probe's figure this fraction below the best probe "
+        "of a finished trial (above it, for latency)",
+    )  # fmt: skip
+
+
+class RangeSpec(StrictModel):
+    low: float
+    high: float
+    step: PositiveFloat | None = Field(None, description="integer settings: the grid step")
+    log: bool = False
+    grid_points: int = Field(3, ge=2, le=100, description="float settings: values a grid takes")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RangeSpec:
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high:g}) is below low ({self.low:g})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+SpaceValue = int | float | str | bool
+
+
+class TuneStack(StrictModel):
+    """One stack to tune: a target of this scenario (its settings are the hand-set baseline
+    and the base every trial changes) and, optionally, a narrower space than its adapter's."""
+
+    target: str = Field(description="a target name in `targets`")
+    space: dict[str, list[SpaceValue] | RangeSpec] = Field(
+        default_factory=dict,
+        description="tunable (dotted config key, as the adapter declares it) -> a list of "
+        "values or {low, high}; tunables left out keep their declared range; "
+        "a value fixes one",
+    )
+    fixed: list[str] = Field(
+        default_factory=list, description="declared tunables left at the hand-set value"
+    )
+
+
+class TuneSpec(StrictModel):
+    """`servingbench tune`: each stack searched under one SLO, the bests re-measured."""
+
+    objective: TuneObjective = TuneObjective()
+    search: TuneSearch = TuneSearch()
+    budget_s: PositiveFloat = Field(
+        300.0, le=7 * 86_400.0, description="search time per stack (a trial under way finishes)"
+    )
+    repeats: PositiveInt = Field(
+        2, le=100, description="the hand-set and the best of each stack re-measured this often"
+    )
+    stacks: list[TuneStack] = Field(min_length=1)
+
+
 class ScenarioBase(StrictModel):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
@@ -393,6 +487,7 @@ class ScenarioBase(StrictModel):
     # the model family's own section (a `Workload.spec_class`; typed in scenario_model())
     workload: Any = None
     load: LoadSpec
+    tune: TuneSpec | None = Field(None, description="servingbench tune: the search per stack")
 
     @model_validator(mode="after")
     def _unique_target_names(self) -> ScenarioBase:
@@ -425,6 +520,17 @@ class ScenarioBase(StrictModel):
         if replays and getattr(getattr(self, "workload", None), "trace", None) is None:
             problems.append("load.profile: a trace replay needs workload.trace (a trace file "
                             "of requests and their times; generative models)")  # fmt: skip
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _tune_fits(self) -> ScenarioBase:
+        if self.tune is None or not hasattr(self, "targets"):
+            return self
+        from harness.tuning_space import check_tune
+
+        problems = check_tune(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self
