@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 
 from harness.config import StrictModel
 from harness.llm.traces import TraceRow, TraceSpec
@@ -57,6 +57,19 @@ class NormalLength(StrictModel):
 Length = Annotated[FixedLength | UniformLength | NormalLength, Field(discriminator="kind")]
 
 
+class ConversationSpec(StrictModel):
+    """Multi-turn chat: each conversation sends `turns` user messages (of `prompt_tokens`
+    each) and waits for each answer (of `output_tokens`) plus `think_time_s` before the next;
+    every turn carries the whole history, the server's own earlier answers included."""
+
+    turns: Length = FixedLength(kind="fixed", value=3)
+    think_time_s: NonNegativeFloat = Field(1.0, le=3600, description="between an answer "
+                                           "and the user's next turn")  # fmt: skip
+    system_prompt_tokens: int = Field(
+        0, ge=0, description="a system prompt every conversation shares (a cacheable prefix)"
+    )
+
+
 class WorkloadSpec(StrictModel):
     """What each generation asks for (LLM models only)."""
 
@@ -70,6 +83,11 @@ class WorkloadSpec(StrictModel):
         2048, description="distinct requests, cycled by the load (unique prompts per request "
         "until a step sends more than this)",
     )  # fmt: skip
+    conversation: ConversationSpec | None = Field(
+        None,
+        description="multi-turn conversations (chat API): an open-loop arrival or a "
+        "closed-loop user is one conversation; `samples` is how many distinct ones",
+    )
     trace: TraceSpec | None = Field(
         None,
         description="requests from a trace file (lengths, shared prompt blocks, arrival "
@@ -170,3 +188,44 @@ def trace_requests(
         else:
             out.append(GenRequest(tuple(ids), tokenizer.decode(list(ids)), output_len))
     return out, clipped
+
+
+def conversations(
+    spec: WorkloadSpec, tokenizer: Any, seed: int, context: int
+) -> tuple[list[Any], str]:
+    """`spec.samples` conversations and the shared system prompt; the longest possible
+    history (system prompt, every turn and answer) must fit the model's context."""
+    from harness.load.sessions import Conversation
+    from harness.models.tiny_llama import corpus
+
+    talk = spec.conversation
+    assert talk is not None
+    rng = np.random.default_rng(seed + 101)
+    n = spec.samples
+    turns = talk.turns.sample(rng, n)
+    text = " ".join(corpus(seed + 23, lines=800))
+    words = text.split()
+    stream: list[Any] = tokenizer.encode(text).ids if tokenizer is not None else words
+
+    def piece(length: int) -> str:
+        start = int(rng.integers(0, max(1, len(stream) - length)))
+        chunk = stream[start : start + length]
+        return tokenizer.decode(list(chunk)) if tokenizer is not None else " ".join(chunk)
+
+    system = piece(talk.system_prompt_tokens) if talk.system_prompt_tokens else ""
+    out = []
+    longest = 0
+    for count in turns.tolist():
+        prompts = spec.prompt_tokens.sample(rng, count)
+        answers = spec.output_tokens.sample(rng, count)
+        # chat templates add a few tokens per message: 8 is generous for Llama's
+        longest = max(longest, talk.system_prompt_tokens + int(prompts.sum() + answers.sum())
+                      + 8 * (2 * count + 1))  # fmt: skip
+        out.append(Conversation(tuple(piece(int(p)) for p in prompts),
+                                tuple(int(a) for a in answers)))  # fmt: skip
+    if longest > context:
+        raise ValueError(
+            f"a conversation's history reaches ~{longest} tokens, over the model's context of "
+            f"{context}: fewer turns or shorter prompts/outputs"
+        )
+    return out, system

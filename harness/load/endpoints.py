@@ -58,6 +58,11 @@ class StreamEndpoint:
     requests: tuple[bytes, ...]
     expected_tokens: tuple[int, ...]
     arrival_s: tuple[float, ...] | None = None  # a replayed trace: when request i arrives
+    # multi-turn conversations (harness/load/sessions.py): each arrival or closed-loop user
+    # holds one; `requests` then holds nothing, every turn is built when it is sent
+    sessions: tuple[Any, ...] | None = None  # Conversation
+    chat: Any = None  # ChatBuilder
+    think_time_s: float = 0.0
 
 
 @dataclass(frozen=True)

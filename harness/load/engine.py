@@ -210,10 +210,17 @@ async def run_step(endpoint: Endpoint, plan: StepPlan) -> StepRecords:
     state: dict[str, int] = {"stop_ns": 0, "outstanding": 0, "next": 0, "dispatched_all": 0}
     ending: dict[str, Any] = {}  # what ended the step (harness/columns.py `ended_by`)
 
+    def finish_if_done() -> None:
+        if state["outstanding"] == 0 and state["dispatched_all"] and not done.done():
+            done.set_result(None)
+
     def on_done(intended: int, sent: int, end: int, status: int, error: int, index: int) -> None:
         rec.add(intended, sent, end, status, error, index)
         state["outstanding"] -= 1
-        if plan.mode == "closed" and end < state["stop_ns"]:
+        if sessions is not None:
+            sessions.on_done(index, error, end)
+            finish_if_done()
+        elif plan.mode == "closed" and end < state["stop_ns"]:
             state["outstanding"] += 1
             nxt = state["next"]
             state["next"] = nxt + 1
@@ -222,6 +229,13 @@ async def run_step(endpoint: Endpoint, plan: StepPlan) -> StepRecords:
             done.set_result(None)
 
     transport = _make_transport(endpoint, plan, on_done)
+    sessions = None
+    if isinstance(endpoint, StreamEndpoint) and endpoint.sessions:
+        from harness.load.sessions import Sessions
+
+        transport.keep_text = True
+        sessions = Sessions(endpoint.sessions, endpoint.chat, endpoint.think_time_s, transport,
+                            state, plan.mode == "closed", finish_if_done)  # fmt: skip
     id_prefix = f"{plan.id_prefix}-{plan.seed}-" if plan.id_prefix else ""
     if id_prefix and hasattr(transport, "request_ids"):
         transport.request_ids(id_prefix.encode())
@@ -245,7 +259,10 @@ async def run_step(endpoint: Endpoint, plan: StepPlan) -> StepRecords:
             for _ in range(plan.concurrency):
                 state["outstanding"] += 1
                 state["next"] += 1
-                transport.submit(state["next"] - 1, perf_counter_ns())
+                if sessions is not None:  # each user holds a conversation
+                    sessions.start(perf_counter_ns())
+                else:
+                    transport.submit(state["next"] - 1, perf_counter_ns())
             await monitor  # returns when the step is long enough (and stable, if asked)
             state["dispatched_all"] = True
         else:
@@ -256,7 +273,8 @@ async def run_step(endpoint: Endpoint, plan: StepPlan) -> StepRecords:
             indices = np.arange(len(offsets)) * plan.stride + plan.stride_index
             watcher = (loop.create_task(_watch_saturation(plan, rec, state, ending, t0))
                        if plan.stop_saturated else None)  # fmt: skip
-            await _pace(transport, offsets, indices, state)
+            submit = sessions.submit if sessions is not None else transport.submit
+            await _pace(submit, offsets, indices, state)
             monitor.cancel()
             if watcher is not None:
                 watcher.cancel()
@@ -308,6 +326,7 @@ async def run_step(endpoint: Endpoint, plan: StepPlan) -> StepRecords:
         t0_ns=t0,
         stream=stream,
         request_id=[id_prefix + str(i) for i in rec.index] if id_prefix else None,
+        turn=np.asarray(sessions.turns(rec.index), np.int16) if sessions is not None else None,
     )
 
 
@@ -449,7 +468,7 @@ def _preopen(plan: StepPlan) -> int:
 
 
 async def _pace(
-    transport: Any, offsets: np.ndarray, indices: np.ndarray, state: dict[str, int]
+    submit: Any, offsets: np.ndarray, indices: np.ndarray, state: dict[str, int]
 ) -> None:
     loop = asyncio.get_running_loop()
     times = offsets.tolist()
@@ -460,7 +479,7 @@ async def _pace(
         now = perf_counter_ns()
         while i < n and times[i] <= now:
             state["outstanding"] += 1
-            transport.submit(index[i], times[i])
+            submit(index[i], times[i])
             i += 1
         if i >= n:
             break

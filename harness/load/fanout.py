@@ -77,9 +77,9 @@ def merge(parts: list[StepRecords]) -> StepRecords:
 
     if first.request_id is not None:  # reordered with the rest
         ids = [i for p in parts for i in (p.request_id or [])]
-        for p in parts:
-            p.request_id = None
         first = dataclasses.replace(first, request_id=[ids[k] for k in order.tolist()])
+    if first.turn is not None:
+        first = dataclasses.replace(first, turn=column("turn"))
 
     return dataclasses.replace(
         first,

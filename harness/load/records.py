@@ -100,6 +100,7 @@ class StepRecords:
     t0_ns: int = 0  # perf_counter_ns() at t0 (CLOCK_MONOTONIC: comparable across processes)
     stream: StreamColumns | None = None  # streamed generations only (LLM endpoints)
     request_id: list[str] | None = None  # the X-Request-Id each request carried, if any
+    turn: np.ndarray | None = None  # conversations: each request's turn (0 = the first)
 
     def __len__(self) -> int:
         return len(self.intended_ns)
@@ -126,6 +127,8 @@ class StepRecords:
         }
         if self.request_id is not None:
             columns["request_id"] = self.request_id
+        if self.turn is not None:
+            columns["turn"] = self.turn
         if self.stream is not None:
             import pyarrow as pa
 

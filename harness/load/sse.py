@@ -41,7 +41,8 @@ def chunk_text(choice: dict[str, Any]) -> str:
 
 
 class _StreamConn(_Conn):
-    __slots__ = ("buf", "done_seen", "events", "first", "gaps", "last", "problem", "usage")
+    __slots__ = ("buf", "done_seen", "events", "first", "gaps", "last", "parts", "problem",
+                 "usage")  # fmt: skip
 
     def __init__(self, pool: HttpPool) -> None:
         super().__init__(pool)
@@ -56,6 +57,7 @@ class _StreamConn(_Conn):
         self.usage: tuple[int, int] | None = None
         self.done_seen = False
         self.problem = ERR_NONE
+        self.parts: list[str] | None = [] if self.pool.keep_text else None  # type: ignore[attr-defined]
 
     def on_body(self, body: bytes) -> None:
         now = perf_counter_ns()  # arrival of this read: every event in it arrived now
@@ -94,7 +96,10 @@ class _StreamConn(_Conn):
                     int(usage.get("completion_tokens") or 0),
                 )
             for choice in obj.get("choices") or ():
-                if chunk_text(choice):  # role-only and empty chunks are not tokens
+                text = chunk_text(choice)
+                if text:  # role-only and empty chunks are not tokens
+                    if self.parts is not None:
+                        self.parts.append(text)
                     if self.first == 0:
                         self.first = now
                     else:
@@ -107,6 +112,7 @@ class StreamPool(HttpPool):
     """HttpPool whose requests are streamed generations; keeps per-request token columns."""
 
     connection_class = _StreamConn
+    keep_text = False  # conversations send earlier answers back: keep every answer's text
 
     def __init__(
         self,
@@ -126,6 +132,7 @@ class StreamPool(HttpPool):
         self.gaps: list[int] = []
         self.offsets: list[int] = [0]
         self._stash: int | None = None
+        self.texts: dict[int, str] = {}  # request index -> the answer (keep_text only)
 
     def _send(self, conn: _Conn, index: int, intended_ns: int) -> None:
         assert isinstance(conn, _StreamConn)
@@ -163,6 +170,8 @@ class StreamPool(HttpPool):
         super()._done(conn, intended, sent, end, status, code, index)
 
     def _collect(self, conn: _StreamConn, index: int, judge: bool) -> int:
+        if conn.parts is not None:
+            self.texts[index] = "".join(conn.parts)
         self.first.append(conn.first or -1)
         self.out.append(conn.usage[1] if conn.usage else -1)
         self.prompt.append(conn.usage[0] if conn.usage else -1)

@@ -19,6 +19,7 @@ import httpx
 from harness.errors import ProtocolError
 from harness.load.endpoints import StreamEndpoint
 from harness.load.http import build_request
+from harness.load.sessions import ChatBuilder
 from harness.load.sse import chunk_text
 from harness.net import http
 from harness.protocols.base import GenerationClient, GenRequest
@@ -87,6 +88,12 @@ class OpenAIClient(GenerationClient):
             for r in requests
         )
         return StreamEndpoint(host, port, built, tuple(r.max_tokens for r in requests))
+
+    def chat_builder(self, system: str = "") -> ChatBuilder:
+        """What the load engine needs to build each turn of a conversation as it is sent."""
+        url = httpx.URL(self.base_url)
+        return ChatBuilder(url.host, url.port or 80, PATHS["chat"], self.model,
+                           dict(self.extra_body), system)  # fmt: skip
 
     def generate(
         self,

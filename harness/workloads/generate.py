@@ -67,6 +67,11 @@ COLUMNS = (
     _col("llm_goodput_rps", "req/s"),
     _col("llm_goodput_fraction"),
     _col("slo_ttft_ms", "ms"),
+    # conversations: the first turn's TTFT against the later turns' (a longer history to
+    # prefill, or a prefix cache serving it), and how many turns the step sent
+    _col("ttft_p50_first_turn_ms", "ms"),
+    _col("ttft_p50_later_turns_ms", "ms"),
+    _col("turns_sent"),
     _col("slo_tpot_ms", "ms"),
     # from the GPU sampler's energy and the tokens generated
     Column("energy_per_output_token_mj", "mJ", family="telemetry", mlflow=True),
@@ -86,6 +91,18 @@ def _ttft(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 def _output_tokens(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     got = frame[frame.first_token_ns >= 0]
     return got.intended_ns.to_numpy(), got.output_tokens.to_numpy().astype(np.float64)
+
+
+def _by_turn(records: StepRecords) -> dict[str, float]:
+    assert records.stream is not None and records.turn is not None
+    first = records.stream.first_ns
+    ok = records.measured() & (records.error == 0) & (first >= 0)
+    ttft = (first - records.intended_ns) / 1e6
+    found: dict[str, float] = {"turns_sent": float((records.measured()).sum())}
+    for name, mask in (("first_turn", records.turn == 0), ("later_turns", records.turn > 0)):
+        if (ok & mask).any():
+            found[f"ttft_p50_{name}_ms"] = float(np.median(ttft[ok & mask]))
+    return found
 
 
 class GenerateWorkload(Workload):
@@ -109,6 +126,8 @@ class GenerateWorkload(Workload):
         self.spec: WorkloadSpec = scenario.workload or WorkloadSpec()
         self.generations: list[GenRequest] = []
         self.arrival_s: tuple[float, ...] = ()  # a replayed trace's arrival times
+        self.conversations: list[Any] = []  # multi-turn: harness/load/sessions.py
+        self.system_prompt = ""
 
     @classmethod
     def leads(cls, slo_percentile: float | None) -> tuple[Lead, Lead]:
@@ -122,6 +141,12 @@ class GenerateWorkload(Workload):
     def check_scenario(cls, scenario: Any) -> list[str]:
         if scenario.load.backend == "locust":
             return ["load.backend: locust cannot stream generations; use engine"]
+        spec = scenario.workload
+        if spec is not None and spec.conversation is not None:
+            if spec.api != "chat":
+                return ["workload.conversation: conversations need the chat API (api: chat)"]
+            if spec.trace is not None:
+                return ["workload.conversation: a trace gives its own requests; drop one"]
         return []
 
     @classmethod
@@ -146,6 +171,12 @@ class GenerateWorkload(Workload):
         context = bundle.config.context_length if bundle.config else 2048
         traced: dict[str, Any] = {}
         try:
+            if spec.conversation is not None:
+                from harness.llm.workload import conversations
+
+                self.conversations, self.system_prompt = conversations(
+                    spec, bundle.tokenizer(), self.scenario.seed, context
+                )
             if spec.trace is not None:
                 traced = self._read_trace(spec.trace, bundle.tokenizer(), context)
             else:
@@ -226,6 +257,20 @@ class GenerateWorkload(Workload):
         endpoint = self._client(adapter, server).endpoint(self.generations)
         if self.arrival_s and isinstance(endpoint, StreamEndpoint):  # a trace's own timing
             return dataclasses.replace(endpoint, arrival_s=self.arrival_s)
+        if self.conversations and isinstance(endpoint, StreamEndpoint):
+            from harness.errors import ConfigError
+
+            client = self._client(adapter, server)
+            builder = getattr(client, "chat_builder", None)
+            if builder is None:
+                why = f"the {client.name} client cannot hold conversations (OpenAI chat only)"
+                raise ConfigError("scenario", [("workload.conversation", why)])
+            talk = self.spec.conversation
+            assert talk is not None
+            return dataclasses.replace(
+                endpoint, requests=(), expected_tokens=(), sessions=tuple(self.conversations),
+                chat=builder(self.system_prompt), think_time_s=talk.think_time_s,
+            )  # fmt: skip
         return endpoint
 
     def check_fidelity(self, adapter: Adapter[Any], server: Server) -> FidelityResult:
@@ -249,6 +294,8 @@ class GenerateWorkload(Workload):
 
         slo = self.scenario.slo
         figures = llm_summary(records, duration_s, slo.ttft_ms, slo.tpot_ms)
+        if figures and records.turn is not None and records.stream is not None:
+            figures |= _by_turn(records)
         if figures and telemetry.get("gpu_energy_j"):
             generated = figures["output_tokens_per_s"] * duration_s
             if generated > 0:
