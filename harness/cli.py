@@ -1,6 +1,7 @@
 """`servingbench`: the command line (this module alone parses argv and prints).
 
 servingbench run SCENARIO [--targets a,b] [--out DIR] [--no-report] [--json]
+servingbench tune SCENARIO [--budget 10m] [--stacks a,b] [--out DIR] [--no-report]
 servingbench report RUN_DIR [-o FILE] [--mlflow URI]
 servingbench compare BASE NEW [--threshold 0.1] | compare --baseline DIR NEW [--history N]
 servingbench runs [DIR]
@@ -153,6 +154,72 @@ def cmd_run(args: argparse.Namespace) -> int:
     for failure in outcome.failures:
         console.print(f"[red]FAILED[/] {escape(failure)}", highlight=False, markup=True)
     return code
+
+
+def parse_budget(text: str) -> float:
+    """`--budget`: seconds, or a number with s, m or h (`90s`, `10m`, `1.5h`)."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    raw = text.strip().lower()
+    factor = units.get(raw[-1:])
+    try:
+        value = float(raw[:-1] if factor else raw) * (factor or 1.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration (seconds, or e.g. 90s, 10m, 1.5h)"
+        ) from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a budget must be more than zero")
+    return value
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from harness.errors import ConfigError as _ConfigError
+    from harness.profiles import expected_steps
+    from harness.report.tuning_view import tuning_view
+    from harness.scenario import load_scenario
+    from harness.tuning import tune_scenario
+    from servingbench.api import load_run
+
+    scenario = load_scenario(args.scenario, args.set)
+    if scenario.tune is None:
+        raise _ConfigError(str(args.scenario), [("tune", "missing: `servingbench tune` needs a "
+                           "tune: section (see docs/tuning.md)")])  # fmt: skip
+    stacks = [n for n in (args.stacks or "").split(",") if n]
+    count = len(stacks) or len(scenario.tune.stacks)
+    per_trial = expected_steps(scenario.load.profile) + (1 if scenario.tune.search.probe_s else 0)
+    total = count * scenario.tune.search.trials * per_trial + 2 * count * scenario.tune.repeats
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=console, transient=True) as progress:
+        outcome = tune_scenario(
+            scenario, scenario_file=str(args.scenario), out_root=args.out, budget_s=args.budget,
+            stacks=stacks, observer=RichObserver(progress, total), command=sys.argv,
+        )  # fmt: skip
+    result = load_run(outcome.run_dir)
+    result.failures = list(outcome.failures)
+    if not args.no_report:
+        result.render_report(static=args.static)
+    view = tuning_view(result.data)
+    if view is not None:
+        out.print()
+        out.print(f"[bold]{escape(view.headline)}[/]", highlight=False)
+        table = Table("stack", "hand-set", "tuned", "gain", "best configuration", "trials",
+                      "search")  # fmt: skip
+        for row in view.stacks:
+            table.add_row(escape(row.stack), row.hand_text, row.best_text, escape(row.gain_text),
+                          escape(row.best_settings_text), escape(row.trials_text),
+                          f"{row.search_s:.0f} s")  # fmt: skip
+        _wide().print(table)
+        if view.verdict:
+            out.print(escape(view.verdict), highlight=False)
+    print_decision(result)
+    out.print(f"run folder: {outcome.run_dir}", highlight=False)
+    if result.report_path is not None:
+        out.print(f"report: {result.report_path}", highlight=False)
+    for failure in outcome.failures:
+        console.print(f"[red]FAILED[/] {escape(failure)}", highlight=False, markup=True)
+    return 1 if outcome.failures else 0
 
 
 def time_spent(timings: dict[str, float], report_s: float) -> str:
@@ -556,6 +623,7 @@ examples:
   servingbench run scenarios/digits-cnn.yaml
   servingbench run scenarios/digits-cnn.yaml --targets floor-eager,fastapi-onnx --set repeats=3
   servingbench report results/<run-id> --static
+  servingbench tune scenarios/digits-tune.yaml --budget 10m
   servingbench compare --baseline store/ --history 3 results/<run-id>
   servingbench validate scenarios/*.yaml
 
@@ -613,6 +681,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--static", action="store_true", help=STATIC_HELP)
     run.add_argument("--json", action="store_true", help=JSON_HELP)
     run.set_defaults(func=cmd_run)
+    tune = sub.add_parser(
+        "tune", help="search each stack's settings under the SLO, then compare the bests"
+    )
+    tune.add_argument("scenario", type=Path, help="a scenario file with a tune: section")
+    budget_help = ("the whole search's time (90s, 10m, 1h), shared evenly between the stacks "
+                   "(default: tune.budget_s per stack); the re-measure comes after")  # fmt: skip
+    tune.add_argument("--budget", type=parse_budget, default=None, help=budget_help)
+    tune.add_argument("--stacks", help="comma-separated tune.stacks targets (default: all)")
+    tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
+    tune.add_argument("--out", type=Path, default=Path("results"), help="results root")
+    tune.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    tune.add_argument("--static", action="store_true", help=STATIC_HELP)
+    tune.set_defaults(func=cmd_tune)
     report = sub.add_parser("report", help="render the HTML report of a run folder")
     report.add_argument("run_dir", type=Path, help="a run folder (results/<run-id>)")
     report.add_argument("-o", "--output", type=Path, default=None)

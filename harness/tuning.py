@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from pydantic import ValidationError
 
 from harness import registry
@@ -47,7 +46,7 @@ from harness.scenario import (
 )
 from harness.stats import StepSummary
 from harness.tunables import Choice, Domain, IntRange, Machine
-from harness.tuning_space import StackSpace, stack_space
+from harness.tuning_space import StackSpace, objective_value, stack_space
 
 TUNED_SUFFIX = ".tuned"  # the re-measured best of stack X is the target "X.tuned"
 
@@ -90,35 +89,6 @@ def _now() -> str:
 def maximises(scenario: Scenario) -> bool:
     assert scenario.tune is not None
     return scenario.tune.objective.kind == "max_throughput"
-
-
-def _throughput_column(family: str) -> str:
-    return "output_tokens_per_s" if family == "generate" else "throughput_rps"
-
-
-def objective_value(
-    rows: pd.DataFrame, kind: str, slo: SloSpec, family: str
-) -> tuple[float | None, str]:
-    """A trial's figure from its steps (steps.csv rows): the highest throughput of a step
-    within the SLO (0 when none is), or the lowest SLO-percentile latency of a step that
-    may be ranked (None when none may). With the reason when there is no figure."""
-    if rows.empty:
-        return None, "no step finished"
-    ranked = (rows["eligible"] == True) & (rows["error_rate"] <= slo.max_error_rate)  # noqa: E712
-    if kind == "min_latency":
-        latency = rows.loc[ranked, "slo_percentile_ms"].dropna()
-        if latency.empty:
-            return None, "no step could be ranked (errors, invalid, or too few samples)"
-        return float(latency.min()), ""
-    within = ranked & (rows["slo_percentile_ms"] <= slo.latency_ms)
-    if slo.ttft_ms is not None and "ttft_p99_ms" in rows:
-        within &= rows["ttft_p99_ms"] <= slo.ttft_ms
-    if slo.tpot_ms is not None and "tpot_p99_ms" in rows:
-        within &= rows["tpot_p99_ms"] <= slo.tpot_ms
-    figures = rows.loc[within, _throughput_column(family)].dropna()
-    if figures.empty:
-        return 0.0, "no step within the SLO"
-    return float(figures.max()), ""
 
 
 def probe_value(summary: StepSummary, kind: str, slo: SloSpec) -> float:
@@ -328,7 +298,7 @@ class _StackSearch:
             started, t0 = _now(), time.monotonic()
             problem = self._problem(config)
             if problem is not None:  # never launched: recorded, and the sampler told
-                study.tell(trial, state=TrialState.FAIL)
+                _tell(study, trial, state=TrialState.FAIL)
                 self._keep(
                     TrialResult(
                         self.space.target,
@@ -368,11 +338,11 @@ class _StackSearch:
                 folder, name, trial, params, config, started, time.monotonic() - t0, probes
             )
             if result.state == "complete" and result.value is not None:
-                study.tell(trial, result.value)
+                _tell(study, trial, result.value)
             elif result.state == "pruned":
-                study.tell(trial, state=TrialState.PRUNED)
+                _tell(study, trial, state=TrialState.PRUNED)
             else:
-                study.tell(trial, state=TrialState.FAIL)
+                _tell(study, trial, state=TrialState.FAIL)
             self._keep(result)
         folder.update_run(status="finished", finished_at=_now())
         return self.trials
@@ -451,6 +421,16 @@ class _StackSearch:
             f"{result.stack}: trial {result.trial} {result.state}"
             f"{value}{f' ({result.reason})' if result.reason else ''}"
         )
+
+
+def _tell(study: Any, trial: Any, *args: Any, **kwargs: Any) -> None:
+    """`study.tell`, where GridSampler's own `study.stop()` on its last combination (meant
+    for `study.optimize`) is no error: the trial is stored before it; we stop ourselves."""
+    try:
+        study.tell(trial, *args, **kwargs)
+    except RuntimeError as exc:
+        if "Study.stop" not in str(exc):
+            raise
 
 
 def _params_text(params: dict[str, Any]) -> str:

@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
 
 from harness import registry
+
+if TYPE_CHECKING:
+    from harness.scenario import SloSpec
+
 from harness.tunables import (
     Choice,
     Domain,
@@ -196,3 +202,35 @@ def stack_space(scenario: Any, index: int, machine: Machine) -> StackSpace:
             )
         domains[tunable.path] = safe
     return StackSpace(stack.target, cls.kind, domains, hand, notes)
+
+
+# ---------------------------------------------------------------- a trial's figure
+
+
+def _throughput_column(family: str) -> str:
+    return "output_tokens_per_s" if family == "generate" else "throughput_rps"
+
+
+def objective_value(
+    rows: pd.DataFrame, kind: str, slo: SloSpec, family: str
+) -> tuple[float | None, str]:
+    """A trial's figure from its steps (steps.csv rows): the highest throughput of a step
+    within the SLO (0 when none is), or the lowest SLO-percentile latency of a step that
+    may be ranked (None when none may). With the reason when there is no figure."""
+    if rows.empty:
+        return None, "no step finished"
+    ranked = (rows["eligible"] == True) & (rows["error_rate"] <= slo.max_error_rate)  # noqa: E712
+    if kind == "min_latency":
+        latency = rows.loc[ranked, "slo_percentile_ms"].dropna()
+        if latency.empty:
+            return None, "no step could be ranked (errors, invalid, or too few samples)"
+        return float(latency.min()), ""
+    within = ranked & (rows["slo_percentile_ms"] <= slo.latency_ms)
+    if slo.ttft_ms is not None and "ttft_p99_ms" in rows:
+        within &= rows["ttft_p99_ms"] <= slo.ttft_ms
+    if slo.tpot_ms is not None and "tpot_p99_ms" in rows:
+        within &= rows["tpot_p99_ms"] <= slo.tpot_ms
+    figures = rows.loc[within, _throughput_column(family)].dropna()
+    if figures.empty:
+        return 0.0, "no step within the SLO"
+    return float(figures.max()), ""

@@ -42,6 +42,7 @@ from harness.report.resources_view import (
 from harness.report.search_view import search_chart, search_series, searches
 from harness.report.summary import trust_reasons
 from harness.report.timeline import Timeline, timeline
+from harness.report.tuning_view import tuning_view
 from harness.report.verdicts_view import Verdicts, load_verdicts, verdict_tables
 from harness.results import write_atomically
 
@@ -102,6 +103,11 @@ def _context(data: RunData, out: Path, static: bool = False) -> dict[str, Any]:
             else dict.fromkeys(STATIC_CHARTS))  # fmt: skip
     drawing = None if static else _interactive(data, agg, labels, targets, samples, decision,
                                                line, slo_searches, llm)  # fmt: skip
+    tuning = tuning_view(data)  # a tuning run: each stack's best beside its hand-set
+    if drawing is not None and tuning is not None:
+        spec = interactive.convergence(tuning.convergence, tuning.unit, tuning.maximise)
+        if spec is not None:
+            drawing["specs"]["convergence"] = interactive.spec_json(spec)
     drawn = {key for key, uri in pngs.items() if uri} | set(drawing["specs"] if drawing else ())
     if static and line is not None and line.chart:
         drawn.add("timeline")
@@ -109,6 +115,7 @@ def _context(data: RunData, out: Path, static: bool = False) -> dict[str, Any]:
         "header": _header(data),
         "has_steps": not data.steps.empty,
         "decision": decision,
+        "tuning": tuning,
         "matrices": matrices(data, agg, labels, verdicts, decision.pick),
         "verdicts_source": verdicts.source,
         "verdicts_note": verdicts.note,

@@ -522,3 +522,29 @@ def server_over_time(series: pd.DataFrame, order: Sequence[str],
             .properties(width=WIDTH, height=110)
         )  # fmt: skip
     return _finish(alt.vconcat(*panels).add_params(choose))
+
+
+def convergence(frame: pd.DataFrame, unit: str, maximise: bool) -> Spec | None:
+    """A tuning run's search, per stack: each finished trial's figure (points) and the best
+    so far (a step line), against the trial number."""
+    import altair as alt
+
+    if frame.empty or not frame["value"].notna().any():
+        return None
+    # inline values: a pruned trial's missing figure stays null (a frame would send NaN)
+    data = alt.Data(values=_clean(frame).to_dict("records"))
+    pick = alt.selection_point(fields=["stack"], bind="legend", name="pickstack")
+    colour = alt.Color("stack:N", legend=alt.Legend(title="stack (click to pick)"))
+    base = alt.Chart(data).encode(
+        x=alt.X("trial:Q", title="trial"),
+        color=colour,
+        opacity=alt.condition(pick, alt.value(1.0), alt.value(0.2)),
+    )
+    figure = f"{unit} ({'higher' if maximise else 'lower'} is better)"
+    tips = [alt.Tooltip("stack:N"), alt.Tooltip("trial:Q"), alt.Tooltip("state:N"),
+            alt.Tooltip("value:Q", format=",.1f"), alt.Tooltip("best:Q", format=",.1f",
+                                                               title="best so far")]  # fmt: skip
+    best = base.mark_line(interpolate="step-after").encode(y=alt.Y("best:Q", title=figure))
+    points = base.mark_point(filled=True, size=45).encode(y="value:Q", tooltip=tips)
+    chart = alt.layer(best, points).add_params(pick).properties(width=WIDTH, height=300)
+    return _finish(chart.interactive())
