@@ -87,3 +87,46 @@ def test_a_trace_and_a_ramp_past_capacity_on_llama_server(tmp_path: Path) -> Non
     for chart in ("vl-llmpareto-spec", "vl-llmserver-spec"):
         assert chart in html
     assert "Replayed from the trace" in html and "past saturation" in html
+
+
+CONVERSATIONS = """
+name: chat-test
+model: {name: tiny-llama}
+workload:
+  api: chat
+  prompt_tokens: {kind: uniform, min: 16, max: 48}
+  output_tokens: {kind: fixed, value: 16}
+  samples: 32
+  prompt_cache: true
+  conversation: {turns: {kind: fixed, value: 3}, think_time_s: 0.1, system_prompt_tokens: 64}
+fidelity: {samples: 4}
+verdicts: {percentiles: [50]}
+slo: {latency_ms: 2000, percentile: 50, ttft_ms: 250, tpot_ms: 25}
+resources: {server_cpus: [0], client_cpus: [1]}
+load:
+  warmup_s: 0.2
+  duration_s: 3
+  target_warmup_s: 0.3
+  timeout_s: 60
+  calibrate: false
+  profile: {kind: sweep, steps: [{mode: closed, concurrency: 2}, {mode: open, rate: 2}]}
+targets:
+  - {name: llama, adapter: {kind: llamacpp, slots: 2}, variant: q8_0}
+"""
+
+
+def test_conversations_carry_their_history_on_llama_server(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text(CONVERSATIONS)
+    run = servingbench.run(str(tmp_path / "s.yaml"), out=str(tmp_path / "results"))
+    assert run.status == "finished", run.failures
+    records = run.records("llama")
+    done = records[records["error"] == 0]
+    assert set(done["turn"]) == {0, 1, 2}
+    # each turn resends the history: the earlier turns and the server's 16-token answers
+    prompts = done.groupby("turn")["prompt_tokens"].mean()
+    assert prompts[1] > prompts[0] + 16 + 16 and prompts[2] > prompts[1] + 16 + 16
+    for _, step in run.steps.iterrows():
+        assert step["errors"] == 0 and step["turns_sent"] > 0
+        assert step["ttft_p50_first_turn_ms"] > 0 and step["ttft_p50_later_turns_ms"] > 0
+        # the cache was asked for: the shared system prompt and each history hit it
+        assert step["server_cache_hit_fraction"] > 0.2 and step["eligible"]
