@@ -151,6 +151,15 @@ def loadgen_bench(session: nox.Session) -> None:
 
 
 @nox.session
+def tune_bench(session: nox.Session) -> None:
+    """Does `servingbench tune` find a near-best configuration fast? An exhaustive grid of
+    24 FastAPI configurations against TPE given 30% of its time (benchmarks/tune_bench.py;
+    ~4 min on 2 cores). Prints both times, both results and their ratios."""
+    install(session, "all")
+    session.run("python", "benchmarks/tune_bench.py", *session.posargs)
+
+
+@nox.session
 def gate_bench(session: nox.Session) -> None:
     """Does `compare` cry wolf? False alarms on identical runs, detection of a 15% slower
     server, with binomial intervals (benchmarks/gate_bench.py; ~15 min for 20 pairs)."""
