@@ -74,3 +74,34 @@ def test_streams_under_load_with_usage_and_server_counters(served) -> None:
     view = adapter.breakdown(before, after, len(rec))
     assert view["server_output_tokens"] >= rec.stream.output_tokens.sum()
     assert llm_summary(rec, 5.0)["output_tokens_per_s"] > 0
+
+
+def test_server_gauges_and_request_ids_during_a_replayed_trace(served) -> None:
+    import dataclasses
+
+    from harness.llm.traces import TraceSpec, synthetic_mooncake, write_mooncake
+    from harness.llm.workload import trace_requests
+    from harness.prometheus import page_url
+    from harness.telemetry import ServerSeriesSampler
+
+    llm, _, adapter, server = served
+    path = Path(server.log_path).parent / "trace.jsonl" if server.log_path else None
+    assert path is not None
+    write_mooncake(synthetic_mooncake(rows=24, rate=12, seed=2), path)
+    spec = TraceSpec(path=str(path), scale=0.0625)
+    rows = spec.read()
+    requests, _ = trace_requests(rows, spec, llm.tokenizer(), seed=0, context=1024)
+    endpoint = dataclasses.replace(adapter.client(server).endpoint(requests),
+                                   arrival_s=tuple(r.t_s for r in rows))  # fmt: skip
+    url = page_url(server, adapter.metrics)
+    assert url is not None
+    sampler = ServerSeriesSampler(url, adapter.metrics, 0.2)
+    sampler.start()
+    with LoadProcess(client_cpus()) as load:
+        rec = load.run(endpoint, StepPlan(mode="open", arrival="trace", duration_s=60,
+                                          timeout_s=120, id_prefix="t"))  # fmt: skip
+    series = sampler.stop()
+    assert len(rec) == 24 and (rec.error == 0).all(), rec.error_samples
+    assert rec.request_id is not None and len(set(rec.request_id)) == 24
+    assert {"running", "waiting", "kv_cache_pct"} <= set(series.columns)
+    assert series["running"].max() >= 1 and series["kv_cache_pct"].max() > 0
