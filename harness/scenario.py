@@ -338,6 +338,14 @@ class LoadSpec(StrictModel):
         for name, value in limits.items():
             if value is not None and value < self.duration_s:
                 raise ValueError(f"{name} must be at least duration_s ({self.duration_s:g})")
+        steps = self.profile.steps if isinstance(self.profile, SweepProfile) else []
+        shaped = isinstance(self.profile, TraceProfile) or any(
+            isinstance(lv, TraceLevel) or (isinstance(lv, OpenLevel) and lv.shape()[0])
+            for lv in steps
+        )
+        if shaped and self.backend == "locust":
+            raise ValueError("backend: locust paces constant rates only; ramps, step changes "
+                             "and trace replay need backend: engine")  # fmt: skip
         longest = self.warmup_s + self.longest_s
         for rate in _open_rates(self.profile):
             if rate * longest > self.max_requests_per_step:

@@ -211,3 +211,10 @@ def test_a_step_within_capacity_and_one_that_may_not_stop_run_their_duration(
         rec = load.run(endpoint(port), forced)
     assert rec.extra["ended_by"] == "duration"
     assert (rec.window_ns - rec.warmup_ns) / 1e9 == pytest.approx(3.0)
+
+
+def test_locust_cannot_pace_shaped_schedules() -> None:
+    ramp = {"mode": "open", "rate": 5, "ramp": {"from_rate": 1, "over_s": 2}}
+    with pytest.raises(ValueError, match="ramps, step changes and trace replay need backend"):
+        LoadSpec(profile={"kind": "sweep", "steps": [ramp]}, backend="locust")
+    LoadSpec(profile={"kind": "sweep", "steps": [ramp]})  # the engine can
