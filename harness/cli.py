@@ -501,7 +501,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
     rows = synthetic_mooncake(args.rows, args.rate, args.seed, args.groups)
     write_mooncake(rows, Path(args.out))
-    print(f"wrote {len(rows)} requests over {rows[-1]['timestamp'] / 1000:.1f} s to {args.out}")
+    span_s = float(rows[-1]["timestamp"]) / 1000  # type: ignore[arg-type]
+    print(f"wrote {len(rows)} requests over {span_s:.1f} s to {args.out}")
     return 0
 
 

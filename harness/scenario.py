@@ -180,16 +180,16 @@ class OpenLevel(_Arrivals):
         """The rate over the step as knots (s, factor of `rate`), and a label for it."""
         if self.ramp is not None:
             start, span = self.ramp.from_rate / self.rate, self.ramp.over_s
-            if self.ramp.curve == "linear":
-                knots = ((0.0, start), (span, 1.0))
-            else:  # geometric growth, drawn as 64 straight pieces
-                knots = tuple((span * i / 64, start ** (1 - i / 64)) for i in range(65))
+            points: list[tuple[float, float]] = [(0.0, start), (span, 1.0)]
+            if self.ramp.curve == "exponential":  # geometric growth, as 64 straight pieces
+                points = [(span * i / 64, float(start ** (1 - i / 64))) for i in range(65)]
             return (
-                knots,
+                tuple(points),
                 f"ramp {self.ramp.from_rate:g}->{self.rate:g}/s ({self.ramp.curve}, {span:g} s)",
             )
         if self.changes:
-            knots, factor = [(0.0, 1.0)], 1.0
+            knots: list[tuple[float, float]] = [(0.0, 1.0)]
+            factor = 1.0
             for change in self.changes:
                 if change.at_s > 0:
                     knots.append((change.at_s - 1e-6, factor))

@@ -29,7 +29,6 @@ from harness.report.data import (
     load_run,
 )
 from harness.report.decision import Decision, cents, decide, price_text
-from harness.report.server_view import pareto_points, server_series
 from harness.report.llm_view import ITL_SERIES, SKIPPED_STATUS, TTFT_SERIES, llm_section
 from harness.report.matrix import matrices
 from harness.report.resources_view import (
@@ -40,6 +39,7 @@ from harness.report.resources_view import (
     resources_chart,
 )
 from harness.report.search_view import search_chart, search_series, searches
+from harness.report.server_view import pareto_points, server_series
 from harness.report.summary import trust_reasons
 from harness.report.timeline import Timeline, timeline
 from harness.report.tuning_view import tuning_view
