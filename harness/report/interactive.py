@@ -488,9 +488,7 @@ def pareto(points: pd.DataFrame, order: Sequence[str], floors: set[str]) -> dict
     layers = [
         base.mark_line(strokeWidth=1.2).encode(order="per_user:Q"),
         base.mark_point(filled=True, size=50),
-        base.transform_filter("datum.frontier").mark_point(
-            size=220, strokeWidth=2, color="black"
-        ),
+        base.transform_filter("datum.frontier").mark_point(size=220, strokeWidth=2, color="black"),
     ]
     chart = alt.layer(*layers).add_params(pick).properties(width=WIDTH, height=340).interactive()
     return _finish(chart)
