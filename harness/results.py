@@ -588,7 +588,8 @@ def read_trials(path: Path) -> pd.DataFrame:
     for name in ("trial", "value", "probe_value", "seconds"):
         frame[name] = pd.to_numeric(frame[name], errors="coerce")
     for name in ("params", "config"):
-        frame[name] = [_json_dict(v) for v in frame[name]]
+        frame[name] = pd.Series([_json_dict(v) for v in frame[name]], index=frame.index,
+                                dtype=object)  # fmt: skip
     return frame
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -229,7 +229,9 @@ class _StackSearch:
         import optuna
 
         search = self.spec.search
-        direction = "maximize" if maximises(self.tuner.scenario) else "minimize"
+        direction: Literal["maximize", "minimize"] = (
+            "maximize" if maximises(self.tuner.scenario) else "minimize"
+        )
         if search.kind == "grid":
             sampler: Any = optuna.samplers.GridSampler(self.space.grid(), seed=search.seed)
         else:
@@ -369,7 +371,8 @@ class _StackSearch:
     ) -> TrialResult:
         data = load_run(folder.path)
         entry = next((t for t in data.targets if t.get("name") == name), {})
-        found = entry.get("search") if isinstance(entry.get("search"), dict) else {}
+        search = entry.get("search")
+        found: dict[str, Any] = search if isinstance(search, dict) else {}
         probe = probes[0] if probes else None
         stack = self.space.target
         if entry.get("status") != "ok":

@@ -218,10 +218,10 @@ def tuning_view(data: RunData) -> TuningView | None:
         verdict = ""
     else:
         top = ranked[0]
-        gain = f", x{top.gain:.2f} its hand-set" if top.gain else ""
+        gained = f", x{top.gain:.2f} its hand-set" if top.gain else ""
         headline = (f"Tuned against tuned: run {top.stack} at "
                     f"{top.best_settings_text or 'its hand-set configuration'}"
-                    f" ({top.best_text}{gain}).")  # fmt: skip
+                    f" ({top.best_text}{gained}).")  # fmt: skip
         verdict = ""
         if len(ranked) > 1:
             second = ranked[1]
