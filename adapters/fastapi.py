@@ -9,6 +9,10 @@ Recipe
 - protocol: plain-json, `POST /predict`
 - inference never blocks the event loop: it runs on a single-thread executor, optionally
   behind a dynamic batcher (max batch size, max delay) for a fair fight with batching servers
+- text generation (tiny-llama f32, f16, bf16): `python -m adapters._fastapi_llm`, the
+  OpenAI completions/chat API streamed as SSE from transformers `generate` with a streamer
+  (harness/llm/serving.py: one sequence at a time, no prompt cache, both recorded); its
+  `/metrics` page carries the engine's token, prefill, decode and queue counters
 """
 
 import argparse
@@ -22,9 +26,20 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, NonNegativeFloat, PositiveInt
 
-from harness.adapter import Adapter, AdapterConfig, ContainerSpec, ProcessSpec
+from harness.adapter import (
+    Adapter,
+    AdapterConfig,
+    ContainerSpec,
+    ProcessSpec,
+    Server,
+    token_breakdown,
+)
 from harness.config import StrictModel
 from harness.environments import PYTHON
+from harness.llm import serving
+from harness.prometheus import MetricsPage
+from harness.protocols.base import Client
+from harness.protocols.openai import OpenAIClient
 from harness.tunables import Choice, FloatRange, IntRange, Tunable
 from harness.variants import BuiltVariant
 
@@ -43,9 +58,11 @@ class FastapiConfig(AdapterConfig):
 class FastapiAdapter(Adapter[FastapiConfig]):
     kind: ClassVar[str] = "fastapi"
     config_class = FastapiConfig
-    variants = frozenset({"eager", "torchscript", "onnx", "onnx-int8"})
-    description = "FastAPI + uvicorn, plain JSON, optional dynamic batching"
-    stack_packages = ("fastapi", "starlette", "uvicorn", "uvloop", "onnxruntime", "torch")
+    workloads = frozenset({"tensor", "generate"})
+    variants = frozenset({"eager", "torchscript", "onnx", "onnx-int8"}) | serving.SERVED_VARIANTS
+    description = "FastAPI + uvicorn, plain JSON, optional dynamic batching; OpenAI SSE for LLMs"
+    stack_packages = ("fastapi", "starlette", "uvicorn", "uvloop", "onnxruntime", "torch",
+                      "transformers")  # fmt: skip
     requires = ("fastapi", "uvicorn", "uvloop", "httptools")
     tunables = (
         Tunable("workers", IntRange(1, 8), "uvicorn worker processes", limit="server_cpus"),
@@ -63,10 +80,35 @@ class FastapiAdapter(Adapter[FastapiConfig]):
             config["batching"] = None  # a batch of one is no batcher (its delay is moot)
         return config
 
+    @property
+    def generates(self) -> bool:
+        return self.workload == "generate"
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), **(serving.SETTINGS if self.generates else {})}
+
+    def client(self, server: Server) -> Client:
+        if self.generates:
+            assert server.base_url is not None
+            return OpenAIClient(server.base_url, "tiny-llama")
+        return super().client(server)
+
+    def metrics_page(self, server: Server) -> MetricsPage | None:
+        return serving.engine_metrics() if self.generates else None
+
+    def breakdown(
+        self, before: dict[str, float], after: dict[str, float], requests: int
+    ) -> dict[str, float]:
+        return token_breakdown(before, after, requests, serving.TIMES_MS)
+
     def process_spec(
         self, variant: BuiltVariant, workdir: Path, host: str, ports: dict[str, int]
     ) -> ProcessSpec:
         env = {"SB_VARIANT_DIR": str(variant.path)}
+        if self.generates:  # one process: the engine decodes one sequence at a time
+            argv = [PYTHON, "-m", "adapters._fastapi_llm", "--host", host,
+                    "--port", str(ports["http"])]  # fmt: skip
+            return ProcessSpec(argv=argv, env=env)
         if self.config.batching:
             env["SB_MAX_BATCH"] = str(self.config.batching.max_batch_size)
             env["SB_MAX_DELAY_MS"] = str(self.config.batching.max_delay_ms)

@@ -124,6 +124,9 @@ class Adapter(ABC, Generic[C]):
     def __init__(self, config: C) -> None:
         self.config = config
         self.workload_settings: dict[str, Any] = {}
+        # the family this run serves (the runner says so before launching), for an adapter
+        # that serves several: which server program to start, which client to hand over
+        self.workload: str = sorted(self.workloads)[0]
 
     def use(self, settings: dict[str, Any]) -> None:
         """What the run's workload asks of every server (e.g. `{"prompt_cache": False}`),
@@ -177,11 +180,17 @@ class Adapter(ABC, Generic[C]):
         """How to run it in a container; None where the adapter has no container recipe."""
         return None
 
+    def metrics_page(self, server: Server) -> MetricsPage | None:
+        """The Prometheus page of this started server: the declared `metrics` unless the
+        config or the served workload chooses another (a user's path, an LLM engine's)."""
+        return self.metrics
+
     def server_metrics(self, server: Server) -> dict[str, float]:
         """Cumulative server-side counters (read before and after each step); {} if none.
-        The default scrapes the declared `metrics` page."""
-        url = page_url(server, self.metrics) if self.metrics is not None else None
-        return scrape(url, self.metrics.samples) if url and self.metrics else {}
+        The default scrapes the `metrics_page`."""
+        page = self.metrics_page(server)
+        url = page_url(server, page) if page is not None else None
+        return scrape(url, page.samples) if url and page else {}
 
     def breakdown(
         self, before: dict[str, float], after: dict[str, float], requests: int

@@ -266,6 +266,7 @@ class _Run:
     ) -> None:
         name = target.name
         adapter = registry.adapters()[target.adapter.kind](target.adapter)
+        adapter.workload = self.workload.name
         adapter.use(self.workload.server_settings())
         launcher = registry.launchers()[target.launcher.kind](target.launcher)
         self.observer.on_target_start(name, index, total)
@@ -356,7 +357,7 @@ class _Run:
             samplers.append(ProcessTreeSampler(server.pid, spec.interval_s))
         if spec.gpu and self.gpu_available:
             samplers.append(GpuSampler(spec.interval_s))
-        page = adapter.metrics if spec.server else None
+        page = adapter.metrics_page(server) if spec.server else None
         url = page_url(server, page) if page is not None and page.series else None
         if page is not None and url is not None:
             samplers.append(ServerSeriesSampler(url, page, spec.server_interval_s))
