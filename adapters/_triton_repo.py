@@ -165,3 +165,46 @@ class TritonPythonModel:
             start += len(x)
         return responses
 '''
+
+
+LLM_MODEL_SOURCE = Path(__file__).with_name("_triton_llm_model.py")
+
+
+def write_llm_repository(
+    root: Path, model: str, instance_count: int, variant_dir: str, project_root: str
+) -> Path:
+    """A decoupled python-backend model generating from an LLM variant (one response per
+    token), for Triton's generate_stream endpoint. No batch axis (max_batch_size 0):
+    each request is one sequence, decoded as it arrives by one of `instance_count`
+    instances."""
+    folder = root / model
+    if folder.exists():
+        shutil.rmtree(folder)
+    (folder / "1").mkdir(parents=True)
+    shutil.copyfile(LLM_MODEL_SOURCE, folder / "1" / "model.py")
+
+    def tensor(name: str, dtype: str, dims: str, optional: bool = False) -> str:
+        return (f'{{ name: "{name}" data_type: {dtype} dims: {dims}'
+                f'{" optional: true" if optional else ""} }}')  # fmt: skip
+
+    inputs = [tensor("input_ids", "TYPE_INT64", "[ -1 ]", True),
+              tensor("text_input", "TYPE_STRING", "[ 1 ]", True),
+              tensor("max_tokens", "TYPE_INT32", "[ 1 ]"),
+              tensor("ignore_eos", "TYPE_BOOL", "[ 1 ]", True)]  # fmt: skip
+    outputs = [tensor("text_output", "TYPE_STRING", "[ 1 ]"),
+               tensor("finish_reason", "TYPE_STRING", "[ 1 ]"),
+               tensor("prompt_tokens", "TYPE_INT32", "[ 1 ]"),
+               tensor("completion_tokens", "TYPE_INT32", "[ 1 ]")]  # fmt: skip
+    lines = [
+        f'name: "{model}"',
+        'backend: "python"',
+        "max_batch_size: 0",
+        "model_transaction_policy { decoupled: true }",
+        "input [ " + ", ".join(inputs) + " ]",
+        "output [ " + ", ".join(outputs) + " ]",
+        f"instance_group [ {{ count: {instance_count} kind: KIND_CPU }} ]",
+        _parameter("variant_dir", variant_dir),
+        _parameter("servingbench_root", project_root),
+    ]
+    (folder / "config.pbtxt").write_text("\n".join(lines) + "\n")
+    return folder

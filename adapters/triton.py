@@ -21,6 +21,11 @@ Recipe
   compute durations), scraped around each step
 - container: `nvcr.io/nvidia/tritonserver:24.10-py3` with the repository mounted (all
   backends; a python-backend model there also needs onnxruntime/torch in the image)
+- text generation (tiny-llama f32, f16, bf16): a decoupled python-backend model
+  (adapters/_triton_llm_model.py, one response per token) running the transformers engine
+  of harness/llm/serving.py, streamed by Triton's `generate_stream` endpoint (SSE; no chat
+  API); `instance_count` instances each decode one sequence at a time; the engine's
+  counters are Triton custom metrics on the metrics port
 """
 
 from __future__ import annotations
@@ -36,16 +41,32 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
-from adapters._triton_repo import BACKEND_VARIANTS, RepoSpec, tensor_names, write_repository
-from harness.adapter import Adapter, AdapterConfig, ContainerSpec, ProcessSpec, Server
+from adapters._triton_repo import (
+    BACKEND_VARIANTS,
+    RepoSpec,
+    tensor_names,
+    write_llm_repository,
+    write_repository,
+)
+from harness.adapter import (
+    Adapter,
+    AdapterConfig,
+    ContainerSpec,
+    ProcessSpec,
+    Server,
+    token_breakdown,
+)
 from harness.config import StrictModel
 from harness.environments import PROJECT_ROOT, Environment
 from harness.errors import UnavailableError
 from harness.k8s_spec import PROTOCOL_GRPC_V2, PROTOCOL_V2, KServePredictor
 from harness.launchers.base import SHM_PREFIX, owned
+from harness.llm import serving
 from harness.net import http
 from harness.prometheus import MetricsPage, Sample
 from harness.protocols import ProtocolClient, V2BinaryClient, V2GrpcClient, V2JsonClient
+from harness.protocols.base import Client
+from harness.protocols.triton_generate import TritonGenerateClient
 from harness.stack import served_field
 from harness.tunables import Choice, IntRange, Machine, Tunable
 from harness.variants import BuiltVariant
@@ -99,7 +120,8 @@ class TritonConfig(AdapterConfig):
 class TritonAdapter(Adapter[TritonConfig]):
     kind: ClassVar[str] = "triton"
     config_class = TritonConfig
-    variants = frozenset().union(*BACKEND_VARIANTS.values())
+    workloads = frozenset({"tensor", "generate"})
+    variants = frozenset().union(*BACKEND_VARIANTS.values()) | serving.SERVED_VARIANTS
     tunables = (
         Tunable("instance_count", IntRange(1, 4), "model instances", limit="server_cpus"),
         Tunable("max_batch_size", Choice((8, 16, 32)), "the largest batch the model takes"),
@@ -141,7 +163,9 @@ class TritonAdapter(Adapter[TritonConfig]):
         "triton",
         requirements=("nvidia-pytriton==0.7.0", "numpy<2", "onnxruntime>=1.18",
                       # what `import harness.runtime` pulls in through harness/__init__
-                      "pydantic>=2.6", "httpx>=0.27", "httptools>=0.6"),
+                      "pydantic>=2.6", "httpx>=0.27", "httptools>=0.6",
+                      # the LLM engine (harness/llm/serving.py)
+                      "transformers>=4.45", "tokenizers>=0.19", "safetensors>=0.4"),
         preinstall=("torch==2.13.0",),
         expected_s=(30.0, 70.0),  # uv, pip (docs/measurements.md)
     )  # fmt: skip
@@ -156,7 +180,27 @@ class TritonAdapter(Adapter[TritonConfig]):
         self._shm_prefix: dict[Path, str] = {}
 
     def supports(self, variant: str) -> bool:
+        if variant in serving.SERVED_VARIANTS:
+            return self.config.backend == "python"
         return variant in BACKEND_VARIANTS[self.config.backend]
+
+    @property
+    def generates(self) -> bool:
+        return self.workload == "generate"
+
+    def settings(self) -> dict[str, Any]:
+        if not self.generates:
+            return super().settings()
+        c = self.config  # a decoupled model takes no batch axis: the batching keys do not apply
+        return {"kind": c.kind, "protocol": "generate_stream", "instance_count": c.instance_count,
+                "backend": "python (decoupled)", **serving.SETTINGS,
+                **self.workload_settings}  # fmt: skip
+
+    def metrics_page(self, server: Server) -> MetricsPage | None:
+        if not self.generates:
+            return METRICS
+        return MetricsPage({**METRICS.samples, **serving.SAMPLES}, port="metrics",
+                           series=serving.SERIES)  # fmt: skip
 
     def _spec(self) -> RepoSpec:
         c, batching = self.config, self.config.dynamic_batching
@@ -173,6 +217,10 @@ class TritonAdapter(Adapter[TritonConfig]):
     def prepare(self, variant: BuiltVariant, workdir: Path) -> None:
         """The repository, for whichever launcher runs it (the container needs the native
         backends' repositories too, so an unavailable local backend is not an error here)."""
+        if self.generates:
+            write_llm_repository(workdir / "repo", MODEL, self.config.instance_count,
+                                 str(variant.path), str(PROJECT_ROOT))  # fmt: skip
+            return
         write_repository(workdir / "repo", self._spec(), variant, str(variant.path),
                          str(PROJECT_ROOT))  # fmt: skip
 
@@ -251,7 +299,11 @@ class TritonAdapter(Adapter[TritonConfig]):
         self, variant: BuiltVariant, workdir: Path, gpus: bool = False
     ) -> ContainerSpec:
         repo = workdir / "repo-container"
-        write_repository(repo, self._spec(), variant, "/variant", "/servingbench")
+        if self.generates:
+            write_llm_repository(repo, MODEL, self.config.instance_count, "/variant",
+                                 "/servingbench")  # fmt: skip
+        else:
+            write_repository(repo, self._spec(), variant, "/variant", "/servingbench")
         ports = {"http": 8000, "grpc": 8001, "metrics": 8002}
         command = ["tritonserver", "--model-repository=/models", "--log-verbose=0",
                    "--exit-on-error=false", f"--allow-gpu-metrics={str(gpus).lower()}"]  # fmt: skip
@@ -272,8 +324,11 @@ class TritonAdapter(Adapter[TritonConfig]):
             return False
         return True
 
-    def client(self, server: Server) -> ProtocolClient:
-        """The configured protocol's client: the HTTP port, or the gRPC one for `grpc`."""
+    def client(self, server: Server) -> Client:
+        """The configured protocol's client: the HTTP port, or the gRPC one for `grpc`;
+        Triton's generate_stream endpoint for text generation."""
+        if self.generates:
+            return TritonGenerateClient(server.base_url or "", MODEL)
         inp, out = tensor_names(self.config.backend)
         base = server.base_url or ""
         if self.config.protocol == "grpc":
@@ -292,6 +347,12 @@ class TritonAdapter(Adapter[TritonConfig]):
     def breakdown(
         self, before: dict[str, float], after: dict[str, float], requests: int
     ) -> dict[str, float]:
+        if "output_tokens" in after:  # the LLM engine's counters
+            view = token_breakdown(before, after, requests, serving.TIMES_MS)
+            if view and "queue_us" in after:  # requests wait in Triton's scheduler, not ours
+                waited = after["queue_us"] - before.get("queue_us", 0.0)
+                view["server_queue_ms"] = view.get("server_queue_ms", 0.0) + waited / 1e3 / requests
+            return view
         delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in METRICS.samples}
         if not before or delta["success"] <= 0:
             return {}

@@ -63,6 +63,9 @@ class StreamEndpoint:
     sessions: tuple[Any, ...] | None = None  # Conversation
     chat: Any = None  # ChatBuilder
     think_time_s: float = 0.0
+    # what each event carries (harness/load/sse.py): OpenAI chunks, or Triton's generate
+    # extension (`text_output` per token, counts and `finish_reason` in the final event)
+    dialect: str = "openai"
 
 
 @dataclass(frozen=True)

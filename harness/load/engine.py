@@ -173,6 +173,7 @@ def _make_transport(endpoint: Endpoint, plan: StepPlan, on_done: Any) -> Any:
             list(endpoint.expected_tokens),
             on_done,
             max_connections=plan.max_connections,
+            dialect=endpoint.dialect,
         )
     if isinstance(endpoint, GrpcEndpoint):
         from harness.load.grpc import GrpcPool

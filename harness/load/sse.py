@@ -7,6 +7,11 @@ Token counts come from the final `usage` chunk (we ask for it with
 `stream_options.include_usage`), never from counting chunks: servers merge tokens into one
 chunk or drop empty ones.
 
+Triton's generate extension (`/v2/models/<m>/generate_stream`) is the `triton` dialect:
+each event is one response of a decoupled model, `text_output` a token's text; the final
+one carries `finish_reason` and the `prompt_tokens`/`completion_tokens` counts, and stands
+for `[DONE]` and usage (the stream then closes).
+
 A generation is a success only when the whole stream arrived: HTTP 200, `data: [DONE]`,
 a usage record, and as many output tokens as were asked for. A connection cut mid-stream
 is `connection_lost`; a stream that ends without `[DONE]` or usage is `bad_response`; an
@@ -40,12 +45,22 @@ def chunk_text(choice: dict[str, Any]) -> str:
     return text or ""
 
 
+def _count(value: Any) -> int:
+    if isinstance(value, list):
+        value = value[0] if value else 0
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 class _StreamConn(_Conn):
     __slots__ = ("buf", "done_seen", "events", "first", "gaps", "last", "parts", "problem",
-                 "usage")  # fmt: skip
+                 "triton", "usage")  # fmt: skip
 
     def __init__(self, pool: HttpPool) -> None:
         super().__init__(pool)
+        self.triton = getattr(pool, "dialect", "openai") == "triton"
         self.reset()
 
     def reset(self) -> None:
@@ -58,6 +73,29 @@ class _StreamConn(_Conn):
         self.done_seen = False
         self.problem = ERR_NONE
         self.parts: list[str] | None = [] if self.pool.keep_text else None  # type: ignore[attr-defined]
+
+    def _token(self, text: str, now: int) -> None:
+        if self.parts is not None:
+            self.parts.append(text)
+        if self.first == 0:
+            self.first = now
+        else:
+            self.gaps.append(now - self.last)
+        self.last = now
+        self.events += 1
+
+    def _triton(self, obj: dict[str, Any], now: int) -> None:
+        text = obj.get("text_output")
+        if isinstance(text, list):  # a [1]-shaped output may come as a one-item list
+            text = text[0] if text else ""
+        if text:
+            self._token(str(text), now)
+        finish = obj.get("finish_reason")
+        if isinstance(finish, list):
+            finish = finish[0] if finish else ""
+        if finish:
+            self.done_seen = True
+            self.usage = (_count(obj.get("prompt_tokens")), _count(obj.get("completion_tokens")))
 
     def on_body(self, body: bytes) -> None:
         now = perf_counter_ns()  # arrival of this read: every event in it arrived now
@@ -89,6 +127,9 @@ class _StreamConn(_Conn):
                 assert isinstance(self.pool, StreamPool)
                 self.pool._note(f"error event: {str(obj['error'])[:200]}")
                 continue
+            if self.triton:
+                self._triton(obj, now)
+                continue
             usage = obj.get("usage")
             if usage:
                 self.usage = (
@@ -98,14 +139,7 @@ class _StreamConn(_Conn):
             for choice in obj.get("choices") or ():
                 text = chunk_text(choice)
                 if text:  # role-only and empty chunks are not tokens
-                    if self.parts is not None:
-                        self.parts.append(text)
-                    if self.first == 0:
-                        self.first = now
-                    else:
-                        self.gaps.append(now - self.last)
-                    self.last = now
-                    self.events += 1
+                    self._token(text, now)
 
 
 class StreamPool(HttpPool):
@@ -122,7 +156,9 @@ class StreamPool(HttpPool):
         expected_tokens: list[int],
         on_done: DoneCallback,
         max_connections: int = 2048,
+        dialect: str = "openai",
     ) -> None:
+        self.dialect = dialect  # before the connections are made: they read it
         super().__init__(host, port, requests, on_done, max_connections=max_connections)
         self.expected = expected_tokens
         self.first: list[int] = []
