@@ -14,6 +14,12 @@ Recipe
   entry per request
 - server view: Prometheus counters `ts_queue_latency_microseconds` and
   `ts_inference_latency_microseconds`, scraped around each step
+- text generation (tiny-llama f32, f16, bf16): a streaming handler (`LLM_HANDLER`) runs the
+  transformers engine of harness/llm/serving.py and sends each token as an intermediate
+  response (`send_intermediate_predict_response`: one HTTP chunk each), the OpenAI SSE events
+  as its body, at `POST /predictions/model` (completions, or chat when the body has
+  `messages`); batch size 1 (one sequence per handler call); the engine's counters on a
+  port of their own served by the first worker (`llm_metrics`)
 """
 
 from __future__ import annotations
@@ -24,18 +30,29 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import httpx
 from pydantic import Field, NonNegativeInt, PositiveInt
 
-from harness.adapter import Adapter, AdapterConfig, Availability, ContainerSpec, ProcessSpec, Server
+from harness.adapter import (
+    Adapter,
+    AdapterConfig,
+    Availability,
+    ContainerSpec,
+    ProcessSpec,
+    Server,
+    token_breakdown,
+)
 from harness.errors import LaunchError
 from harness.k8s_spec import PROTOCOL_V1, KServePredictor
 from harness.launchers.base import TEMP_PREFIX, owned
+from harness.llm import serving
 from harness.net import http
 from harness.prometheus import MetricsPage, Sample
-from harness.protocols import PlainJsonClient, ProtocolClient
+from harness.protocols import PlainJsonClient
+from harness.protocols.base import Client
+from harness.protocols.openai import OpenAIClient
 from harness.stack import binary_version
 from harness.tunables import IntRange, Tunable
 from harness.variants import BuiltVariant
@@ -62,15 +79,29 @@ class TorchserveAdapter(Adapter[TorchserveConfig]):
         Tunable("batch_size", IntRange(1, 32, log=True), "max requests per handler call"),
         Tunable("max_batch_delay_ms", IntRange(0, 8), "wait to fill a batch"),
     )
-    variants = frozenset({"eager", "torchscript", "onnx", "onnx-int8"})
+    workloads = frozenset({"tensor", "generate"})
+    variants = frozenset({"eager", "torchscript", "onnx", "onnx-int8"}) | serving.SERVED_VARIANTS
     description = "TorchServe 0.12 (Java frontend, Python workers), optional batching"
-    stack_packages = ("torchserve", "torch-model-archiver", "torch", "onnxruntime")
+    stack_packages = ("torchserve", "torch-model-archiver", "torch", "onnxruntime", "transformers")
+
+    @property
+    def generates(self) -> bool:
+        return self.workload == "generate"
+
+    def settings(self) -> dict[str, Any]:
+        settings = super().settings()
+        if self.generates:  # the streaming handler takes one sequence per call
+            settings |= {"batch_size": 1, "max_batch_delay_ms": 0, **serving.SETTINGS}
+        return settings
+
+    def metrics_page(self, server: Server) -> MetricsPage | None:
+        return serving.engine_metrics(port="llm_metrics") if self.generates else self.metrics
 
     def own_versions(self, server: Server) -> dict[str, str | None]:
         return {"java": binary_version(["java", "-version"])}  # its frontend's JVM
 
     requires = ("ts", "model_archiver", "yaml")
-    ports = ("http", "management", "metrics", "grpc", "grpc_management", "worker")
+    ports = ("http", "management", "metrics", "grpc", "grpc_management", "worker", "llm_metrics")
     # TorchServe keeps retrying dead workers and its launcher exits 0 on a bind failure:
     # these lines in its log mean it will never become ready.
     fatal_log_patterns = (
@@ -97,10 +128,14 @@ class TorchserveAdapter(Adapter[TorchserveConfig]):
         store = workdir / "model-store"
         store.mkdir(parents=True, exist_ok=True)
         handler = workdir / "handler.py"
-        handler.write_text(HANDLER)
+        handler.write_text(LLM_HANDLER if self.generates else HANDLER)
+        # the LLM handler loads the variant folder (SB_VARIANT_DIR), not archived weights
+        weights = (
+            [] if self.generates else ["--serialized-file", str(variant.path / variant.artifact)]
+        )
         archive = subprocess.run(
             [sys.executable, "-m", "model_archiver.model_packaging", "--model-name", MODEL,
-             "--version", "1.0", "--serialized-file", str(variant.path / variant.artifact),
+             "--version", "1.0", *weights,
              "--handler", str(handler), "--extra-files", str(variant.path / "variant.json"),
              "--export-path", str(store), "--force"],
             capture_output=True, text=True, timeout=300, check=False,
@@ -128,10 +163,11 @@ class TorchserveAdapter(Adapter[TorchserveConfig]):
 
     def _properties(self, workdir: Path, host: str, ports: dict[str, int], tmp: Path) -> str:
         c = self.config
+        batch, delay = (1, 0) if self.generates else (c.batch_size, c.max_batch_delay_ms)
         models = {MODEL: {"1.0": {
             "defaultVersion": True, "marName": f"{MODEL}.mar", "minWorkers": c.workers,
-            "maxWorkers": c.workers, "batchSize": c.batch_size,
-            "maxBatchDelay": c.max_batch_delay_ms, "responseTimeout": c.response_timeout_s,
+            "maxWorkers": c.workers, "batchSize": batch,
+            "maxBatchDelay": delay, "responseTimeout": c.response_timeout_s,
         }}}  # fmt: skip
         lines = {
             "inference_address": f"http://{host}:{ports['http']}",
@@ -169,6 +205,9 @@ class TorchserveAdapter(Adapter[TorchserveConfig]):
                 "--model-store", str(workdir / "model-store")]  # fmt: skip
         env = {"TMPDIR": tmp, "TEMP": tmp, "LOG_LOCATION": str(workdir / "logs"),
                "METRICS_LOCATION": str(workdir / "logs"), "PYTHONPATH": _pythonpath()}  # fmt: skip
+        if self.generates:  # the workers inherit these
+            env |= {"SB_VARIANT_DIR": str(variant.path), "SB_METRICS_HOST": host,
+                    "SB_METRICS_PORT": str(ports["llm_metrics"])}  # fmt: skip
         return ProcessSpec(argv=argv, env=env, cwd=workdir)
 
     def container_spec(
@@ -202,8 +241,12 @@ class TorchserveAdapter(Adapter[TorchserveConfig]):
             w.get("status") == "READY" for w in workers
         )
 
-    def client(self, server: Server) -> ProtocolClient:
+    def client(self, server: Server) -> Client:
         assert server.base_url is not None
+        if self.generates:  # the OpenAI bodies and events, at TorchServe's prediction path
+            path = f"/predictions/{MODEL}"
+            return OpenAIClient(server.base_url, "tiny-llama", paths={"completions": path,
+                                                                      "chat": path})  # fmt: skip
         return PlainJsonClient(server.base_url, path=f"/predictions/{MODEL}")
 
     def kserve_predictor(
@@ -216,6 +259,8 @@ class TorchserveAdapter(Adapter[TorchserveConfig]):
     def breakdown(
         self, before: dict[str, float], after: dict[str, float], requests: int
     ) -> dict[str, float]:
+        if "output_tokens" in after:  # the LLM engine's counters
+            return token_breakdown(before, after, requests, serving.TIMES_MS)
         served = after.get("requests", 0) - before.get("requests", 0)
         if not before or served <= 0:  # no page before the step: no view (never a guess)
             return {}
@@ -263,6 +308,56 @@ def handle(data, context):
                         "batch_size": len(data)})
         start += len(x)
     return answers
+'''
+
+LLM_HANDLER = '''\
+"""servingbench's TorchServe streaming handler: OpenAI bodies in, one chunk per token out."""
+import json
+import os
+
+from ts.handler_utils.utils import send_intermediate_predict_response
+
+from harness.llm.serving import BadRequest, Engine, openai_stream, openai_whole
+from harness.runtime import thread_count
+
+_engine = None
+
+
+def _load():
+    global _engine
+    _engine = Engine.load(os.environ["SB_VARIANT_DIR"], thread_count())
+    try:  # the first worker serves the engine's counters; the others count unseen
+        import prometheus_client
+
+        prometheus_client.start_http_server(int(os.environ["SB_METRICS_PORT"]),
+                                            addr=os.environ["SB_METRICS_HOST"])
+    except OSError:
+        pass
+
+
+def handle(data, context):
+    if _engine is None:
+        _load()
+    if data is None:
+        return None
+    request = data[0]  # batch size 1: one sequence per call
+    body = request.get("body") if request.get("body") is not None else request.get("data")
+    try:
+        if isinstance(body, (bytes, bytearray)):
+            body = json.loads(body)
+        prompt = _engine.prompt(body, chat="messages" in body)
+    except (ValueError, TypeError, BadRequest) as exc:
+        context.set_response_status(400, "bad request")
+        return [json.dumps({"error": {"message": str(exc)}})]
+    if not prompt.stream:
+        return [json.dumps(openai_whole(prompt, _engine.generate(prompt)))]
+    last = None
+    for event in openai_stream(prompt, _engine.generate(prompt)):
+        if last is not None:
+            send_intermediate_predict_response([last], context.request_ids, "streamed", 200,
+                                               context)
+        last = event
+    return [last]  # the final chunk closes the response
 '''
 
 LOG4J = """\

@@ -51,15 +51,18 @@ class OpenAIClient(GenerationClient):
         model: str,
         api: Literal["completions", "chat"] = "completions",
         extra_body: dict[str, Any] | None = None,
+        paths: dict[str, str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.api = api
-        self.path = PATHS[api]
+        # a stack may serve the API elsewhere (KServe under /openai, TorchServe's handler)
+        self.paths = paths or PATHS
+        self.path = self.paths[api]
         self.extra_body = extra_body or {}
 
     def for_api(self, api: Literal["completions", "chat"]) -> OpenAIClient:
-        return OpenAIClient(self.base_url, self.model, api, self.extra_body)
+        return OpenAIClient(self.base_url, self.model, api, self.extra_body, self.paths)
 
     def body(self, req: GenRequest, stream: bool = True, max_tokens: int | None = None) -> bytes:
         payload: dict[str, Any] = {
@@ -92,7 +95,7 @@ class OpenAIClient(GenerationClient):
     def chat_builder(self, system: str = "") -> ChatBuilder:
         """What the load engine needs to build each turn of a conversation as it is sent."""
         url = httpx.URL(self.base_url)
-        return ChatBuilder(url.host, url.port or 80, PATHS["chat"], self.model,
+        return ChatBuilder(url.host, url.port or 80, self.paths["chat"], self.model,
                            dict(self.extra_body), system)  # fmt: skip
 
     def generate(
