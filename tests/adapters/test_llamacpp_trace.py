@@ -71,7 +71,10 @@ def test_a_trace_and_a_ramp_past_capacity_on_llama_server(tmp_path: Path) -> Non
     # the ramp climbs past what one slot serves: it ends early, is not ranked, says why
     ramp = steps.loc["open 150/s poisson ramp 5->150/s (linear, 3 s)"]
     assert ramp["ended_by"] == "saturated"
-    assert not ramp["eligible"] and "past saturation" in ramp["ineligible_reason"]
+    # on a loaded box the client's own send lag can void the step first; either way it is
+    # never ranked, and the reason says which
+    assert not ramp["eligible"]
+    assert any(why in ramp["ineligible_reason"] for why in ("past saturation", "send lag"))
 
     # the server's own gauges over each step, on the sampler's interval
     series = pd.read_parquet(run.path / "telemetry" / "llama" / "001-r0-server.parquet")
@@ -86,7 +89,7 @@ def test_a_trace_and_a_ramp_past_capacity_on_llama_server(tmp_path: Path) -> Non
     html = (run.path / "report.html").read_text()
     for chart in ("vl-llmpareto-spec", "vl-llmserver-spec"):
         assert chart in html
-    assert "Replayed from the trace" in html and "past saturation" in html
+    assert "Replayed from the trace" in html and ("past saturation" in html or "send lag" in html)
 
 
 CONVERSATIONS = """
