@@ -126,7 +126,7 @@ class Adapter(ABC, Generic[C]):
         self.workload_settings: dict[str, Any] = {}
         # the family this run serves (the runner says so before launching), for an adapter
         # that serves several: which server program to start, which client to hand over
-        self.workload: str = sorted(self.workloads)[0]
+        self.workload: str = "tensor" if "tensor" in self.workloads else sorted(self.workloads)[0]
 
     def use(self, settings: dict[str, Any]) -> None:
         """What the run's workload asks of every server (e.g. `{"prompt_cache": False}`),
