@@ -24,6 +24,25 @@ from harness.load.sse import chunk_text
 from harness.net import http
 from harness.protocols.base import GenerationClient, GenRequest
 
+
+def sse_endpoint(
+    base_url: str,
+    path: str,
+    bodies: Sequence[bytes],
+    requests: Sequence[GenRequest],
+    dialect: str = "openai",
+) -> StreamEndpoint:
+    """Pre-built streaming POSTs for the load engine, one per request body, in any SSE
+    dialect (OpenAI's, Triton's generate_stream)."""
+    url = httpx.URL(base_url)
+    host, port = url.host, url.port or 80
+    built = tuple(
+        build_request(host, port, "POST", path, body, headers={"Accept": "text/event-stream"})
+        for body in bodies
+    )
+    return StreamEndpoint(host, port, built, tuple(r.max_tokens for r in requests), dialect=dialect)
+
+
 PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 
 
@@ -82,15 +101,7 @@ class OpenAIClient(GenerationClient):
         return json.dumps(payload, separators=(",", ":")).encode()
 
     def endpoint(self, requests: Sequence[GenRequest]) -> StreamEndpoint:
-        url = httpx.URL(self.base_url)
-        host, port = url.host, url.port or 80
-        built = tuple(
-            build_request(
-                host, port, "POST", self.path, self.body(r), headers={"Accept": "text/event-stream"}
-            )
-            for r in requests
-        )
-        return StreamEndpoint(host, port, built, tuple(r.max_tokens for r in requests))
+        return sse_endpoint(self.base_url, self.path, [self.body(r) for r in requests], requests)
 
     def chat_builder(self, system: str = "") -> ChatBuilder:
         """What the load engine needs to build each turn of a conversation as it is sent."""

@@ -19,10 +19,9 @@ import httpx
 
 from harness.errors import ConfigError, ProtocolError
 from harness.load.endpoints import StreamEndpoint
-from harness.load.http import build_request
 from harness.net import http
 from harness.protocols.base import GenerationClient, GenRequest
-from harness.protocols.openai import Generation
+from harness.protocols.openai import Generation, sse_endpoint
 
 
 def _one(value: Any) -> Any:
@@ -55,16 +54,8 @@ class TritonGenerateClient(GenerationClient):
         return json.dumps(payload, separators=(",", ":")).encode()
 
     def endpoint(self, requests: Sequence[GenRequest]) -> StreamEndpoint:
-        url = httpx.URL(self.base_url)
-        host, port = url.host, url.port or 80
-        built = tuple(
-            build_request(
-                host, port, "POST", self.path, self.body(r), headers={"Accept": "text/event-stream"}
-            )
-            for r in requests
-        )
-        expected = tuple(r.max_tokens for r in requests)
-        return StreamEndpoint(host, port, built, expected, dialect="triton")
+        bodies = [self.body(r) for r in requests]
+        return sse_endpoint(self.base_url, self.path, bodies, requests, dialect="triton")
 
     def generate(
         self,
