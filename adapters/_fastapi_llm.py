@@ -3,7 +3,7 @@
 `python -m adapters._fastapi_llm --host H --port P` (adapters/fastapi.py starts it for the
 generate workload). The model is harness/llm/serving.py's transformers engine, loaded
 before the port opens; its decode thread hands each token's text to the event loop as it
-is chosen (`call_soon_threadsafe`), and the response sends it as an SSE event at once.
+is chosen, and the response sends it as an SSE event at once.
 
 - `GET /health`: 200 once the model is loaded
 - `POST /v1/completions`, `POST /v1/chat/completions`: OpenAI bodies, `stream` or not,
@@ -12,7 +12,6 @@ is chosen (`call_soon_threadsafe`), and the response sends it as an SSE event at
 """
 
 import argparse
-import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
@@ -24,7 +23,7 @@ def create_app() -> Any:
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-    from harness.llm.serving import BadRequest, Engine, OpenAIEvents, Prompt, openai_whole
+    from harness.llm.serving import BadRequest, Engine, openai_whole
     from harness.runtime import thread_count
 
     state: dict[str, Engine] = {}
@@ -36,28 +35,6 @@ def create_app() -> Any:
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
-    async def pieces(prompt: Prompt) -> AsyncIterator[str]:
-        """The generation's pieces as the decode thread makes them."""
-        loop = asyncio.get_running_loop()
-        got: asyncio.Queue[Any] = asyncio.Queue()
-        state["engine"].submit(prompt, lambda item: loop.call_soon_threadsafe(got.put_nowait, item))
-        while (item := await got.get()) is not None:
-            if isinstance(item, BaseException):
-                raise RuntimeError(f"generation failed: {item}")
-            yield item
-
-    async def events(prompt: Prompt) -> AsyncIterator[bytes]:
-        stream = OpenAIEvents(prompt)
-        if head := stream.head():
-            yield head
-        try:
-            async for piece in pieces(prompt):
-                yield stream.token(piece)
-        except RuntimeError as exc:
-            yield stream.error(str(exc))
-            return
-        yield stream.tail()
-
     async def answer(request: Request, chat: bool) -> Response:
         try:
             body = json.loads(await request.body())
@@ -67,9 +44,9 @@ def create_app() -> Any:
         except ValueError as exc:  # BadRequest included
             return JSONResponse({"error": {"message": str(exc)}}, status_code=400)
         if prompt.stream:
-            return StreamingResponse(events(prompt), media_type="text/event-stream")
+            return StreamingResponse(state["engine"].events(prompt), media_type="text/event-stream")
         try:
-            parts = [piece async for piece in pieces(prompt)]
+            parts = [piece async for piece in state["engine"].pieces(prompt)]
         except RuntimeError as exc:
             return JSONResponse({"error": {"message": str(exc)}}, status_code=500)
         return JSONResponse(openai_whole(prompt, iter(parts)))

@@ -260,7 +260,10 @@ class TorchserveAdapter(Adapter[TorchserveConfig]):
         self, before: dict[str, float], after: dict[str, float], requests: int
     ) -> dict[str, float]:
         if "output_tokens" in after:  # the LLM engine's counters
-            return token_breakdown(before, after, requests, serving.TIMES_MS)
+            # requests wait in the Java frontend's queue, which the engine cannot see: no
+            # queue column rather than a wrong one
+            times = {k: v for k, v in serving.TIMES_MS.items() if k != "server_queue_ms"}
+            return token_breakdown(before, after, requests, times)
         served = after.get("requests", 0) - before.get("requests", 0)
         if not before or served <= 0:  # no page before the step: no view (never a guess)
             return {}

@@ -29,7 +29,7 @@ import json
 import queue
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,6 +231,32 @@ class Engine:
             if isinstance(item, BaseException):
                 raise RuntimeError(f"generation failed: {item}") from item
             yield item
+
+    async def pieces(self, prompt: Prompt) -> AsyncIterator[str]:
+        """The pieces of one generation on an event loop (FastAPI, KServe): the decode
+        thread hands each to the loop as it is made."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        got: asyncio.Queue[Any] = asyncio.Queue()
+        self.submit(prompt, lambda item: loop.call_soon_threadsafe(got.put_nowait, item))
+        while (item := await got.get()) is not None:
+            if isinstance(item, BaseException):
+                raise RuntimeError(f"generation failed: {item}")
+            yield item
+
+    async def events(self, prompt: Prompt) -> AsyncIterator[bytes]:
+        """One generation's OpenAI SSE events on an event loop."""
+        stream = OpenAIEvents(prompt)
+        if head := stream.head():
+            yield head
+        try:
+            async for piece in self.pieces(prompt):
+                yield stream.token(piece)
+        except RuntimeError as exc:
+            yield stream.error(str(exc))
+            return
+        yield stream.tail()
 
     def _decode(self, prompt: Prompt, sink: Callable[[Any], None]) -> None:
         import torch
