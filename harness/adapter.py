@@ -147,6 +147,11 @@ class Adapter(ABC, Generic[C]):
             return Availability(False, f"missing Python package(s): {', '.join(missing)}")
         return Availability(True)
 
+    def own_environment(self) -> Environment | None:
+        """The environment this target's server runs in, for the workload it serves (an
+        adapter whose workloads need different pins overrides this); default: `environment`."""
+        return self.environment
+
     def supports(self, variant: str) -> bool:
         return variant in self.variants
 
@@ -156,7 +161,7 @@ class Adapter(ABC, Generic[C]):
         from harness.stack import package_versions
 
         own = {k: v for k, v in self.own_versions(server).items() if v}
-        return {**package_versions(self.stack_packages, self.environment), **own}
+        return {**package_versions(self.stack_packages, self.own_environment()), **own}
 
     def own_versions(self, server: Server) -> dict[str, str | None]:
         """Versions the running server or its binary reports (e.g. `GET /v2`); none here."""

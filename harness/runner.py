@@ -215,7 +215,8 @@ class _Run:
             if target.launcher.kind != "process":
                 continue
             adapter = registry.adapters()[target.adapter.kind](target.adapter)
-            env = adapter.environment
+            adapter.workload = self.workload.name
+            env = adapter.own_environment()
             if env is None or env.ready or not adapter.availability().available:
                 continue
             needed.setdefault(env.key, (env, []))[1].append(target.name)
@@ -296,7 +297,7 @@ class _Run:
             reason = f"adapter {adapter.kind} is not available here: {available.reason}"
             self._finish_target(name, "unavailable", reason)
             return
-        own = adapter.environment
+        own = adapter.own_environment()
         if own is not None and target.launcher.kind == "process" and own.key in self.env_errors:
             self._finish_target(name, "failed", self.env_errors[own.key])
             return

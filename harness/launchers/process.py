@@ -67,7 +67,7 @@ class ProcessLauncher(Launcher):
                 startup_s=0.0,
                 info={"threads": request.threads},
             )
-        own_env = adapter.environment
+        own_env = adapter.own_environment()
         if own_env is not None:  # a run creates it beforehand; a bare launch here, once
             environments.ensure(own_env)
         env = {
