@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     from harness.llm.serving import BadRequest, Engine, openai_whole
     from harness.runtime import thread_count
 
-    class GenerativeModel(OpenAIGenerativeModel):  # type: ignore[misc]
+    class GenerativeModel(OpenAIGenerativeModel):
         def __init__(self, name: str, engine: Engine) -> None:
             super().__init__(name)
             self.engine = engine

@@ -10,9 +10,10 @@ custom metrics, so they appear on Triton's own metrics port.
 
 import json
 import sys
+from typing import Any
 
 import numpy as np
-import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]
+import triton_python_backend_utils as pb_utils
 
 
 class _Metric:
@@ -35,7 +36,7 @@ class _Metric:
         self.metric.increment(-value)
 
 
-def _tensor(name: str, value: object, dtype: object) -> object:
+def _tensor(name: str, value: Any, dtype: Any) -> Any:
     return pb_utils.Tensor(name, np.array([value], dtype=dtype))
 
 
@@ -85,10 +86,10 @@ class TritonPythonModel:
                 flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
             )  # fmt: skip
 
-    def _prompt(self, request: object, prompt_class: type) -> object:
+    def _prompt(self, request: Any, prompt_class: type) -> Any:
         from harness.llm.serving import BadRequest
 
-        def get(name: str) -> object:
+        def get(name: str) -> Any:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             return None if tensor is None else tensor.as_numpy().reshape(-1)
 
@@ -112,4 +113,4 @@ class TritonPythonModel:
                             False, "")  # fmt: skip
 
     def finalize(self) -> None:
-        self.engine = None
+        del self.engine  # its threads and weights go with the model instance

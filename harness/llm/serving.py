@@ -199,7 +199,7 @@ class Engine:
         return Prompt(ids, max_tokens, ignore_eos, chat, str(body.get("model", "")),
                       bool(usage), stream)  # fmt: skip
 
-    def submit(self, prompt: Prompt, sink: Callable[[Any], None]) -> None:
+    def submit(self, prompt: Prompt, sink: Callable[[Any], object]) -> None:
         """Queue one generation; `sink` then gets each token's text piece as it is decoded,
         and finally `None` (done) or the exception that ended it. Sequences are decoded
         one at a time on the engine's own thread, in the order they were submitted."""
@@ -258,7 +258,7 @@ class Engine:
             return
         yield stream.tail()
 
-    def _decode(self, prompt: Prompt, sink: Callable[[Any], None]) -> None:
+    def _decode(self, prompt: Prompt, sink: Callable[[Any], object]) -> None:
         import torch
 
         counters = self.counters
@@ -286,7 +286,7 @@ class _Streamer:
     """transformers' streamer interface (put/end): the prompt comes first, then one tensor
     per step holding the token chosen; each token's text piece goes to the sink at once."""
 
-    def __init__(self, engine: Engine, sink: Callable[[Any], None]) -> None:
+    def __init__(self, engine: Engine, sink: Callable[[Any], object]) -> None:
         self.engine = engine
         self.sink = sink
         self.prompt_seen = False
