@@ -103,3 +103,57 @@ def test_settings_recorded(stacks_run) -> None:
         assert settings["batching"].startswith("none"), (name, settings)
         # the scenario's `prompt_cache: false`, which this engine cannot but honour
         assert settings["prompt_cache"] in (False, "none (every prompt prefilled in full)")
+
+
+def test_openai_http_reads_an_external_servers_counters(stacks_run, tmp_path: Path) -> None:
+    """An already-running server (our FastAPI LLM app, on the variant the run built) behind
+    `openai-http` with `metrics: {path: /metrics, counters: auto}`: the page's names are
+    recognised and its counters become the step's server columns."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from harness.net import free_port
+
+    _, run_dir = stacks_run
+    f32 = next(t for t in _ran(run_dir).values() if t["name"] == "fastapi")["variant"]
+    variant_dir = next(
+        p.parent
+        for p in (Path(os.environ["SERVINGBENCH_CACHE"]) / "variants").glob("tiny-llama/*/hf")
+        if '"float32"' in (p / "config.json").read_text()
+    )
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "adapters._fastapi_llm", "--host", "127.0.0.1", "--port", str(port)],
+        env={**os.environ, "SB_VARIANT_DIR": str(variant_dir)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        head, _, _ = SCENARIO.partition("targets:\n")
+        path = tmp_path / "external.yaml"
+        path.write_text(
+            head + "targets:\n  - name: external\n"
+            "    adapter: {kind: openai-http, metrics: {path: /metrics, counters: auto}}\n"
+            f"    variant: {f32}\n"
+            f'    launcher: {{kind: external, url: "http://127.0.0.1:{port}"}}\n'
+        )
+        result = run_cli("run", str(path), "--out", str(tmp_path / "results"))
+        assert result.returncode == 0, result.stdout + result.stderr
+        out = next((tmp_path / "results").iterdir())
+        step = pd.read_csv(out / "steps.csv").iloc[0]
+        assert step["errors"] == 0
+        assert step["server_output_tokens"] > 0 and step["server_prefill_ms"] > 0
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
