@@ -56,6 +56,7 @@ targets:
   - name: vllm-bf16
     adapter: {{kind: vllm}}
     variant: bf16
+    startup_timeout_s: 300  # where it is installed: vLLM starts in 1-2 min on a busy 2-core box
 """
 
 
