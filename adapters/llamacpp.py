@@ -38,6 +38,7 @@ from harness.adapter import (
     token_breakdown,
 )
 from harness.errors import UnavailableError
+from harness.llm.gguf_export import PRECISIONS
 from harness.llm.variants import gguf_file
 from harness.prometheus import MetricsPage, Sample
 from harness.stack import binary_version
@@ -65,6 +66,7 @@ class LlamaCppConfig(AdapterConfig):
 class LlamaCppAdapter(OpenAIAdapter[LlamaCppConfig]):
     kind: ClassVar[str] = "llamacpp"
     config_class = LlamaCppConfig
+    variants = frozenset(PRECISIONS)  # GGUF files (int8 is a transformers-only variant)
     tunables = (
         Tunable("slots", IntRange(1, 32, log=True), "parallel sequences decoded together"),
         Tunable("threads", IntRange(1, 64), "decode threads", limit="server_cpus"),

@@ -53,7 +53,8 @@ class Environment:
     @property
     def key(self) -> str:
         return recipe_hash(self.name, self.preinstall, self.requirements, self.pip_args,
-                           self.uninstall, self.nodeps, sys.version_info[:2])  # fmt: skip
+                           self.uninstall, sys.version_info[:2],
+                           *((self.nodeps,) if self.nodeps else ()))  # fmt: skip
 
     @property
     def path(self) -> Path:

@@ -24,7 +24,9 @@ import numpy as np
 from harness.cache import cached_build, file_sha256, recipe_hash, source_of
 
 VARIANT_NAMES = ("eager", "torchscript", "onnx", "onnx-int8")
-LLM_VARIANT_NAMES = ("f32", "f16", "bf16", "q8_0")  # LLM precisions (harness/llm/variants.py)
+# LLM precisions (harness/llm/variants.py): int8 is torch dynamic quantization of the
+# f32 weights, for the transformers stacks; q8_0 is GGUF, for llama.cpp
+LLM_VARIANT_NAMES = ("f32", "f16", "bf16", "q8_0", "int8")
 FP32_MAX_ABS_DIFF = 1e-3  # an fp32 export that drifts more than this is broken, not "fast"
 
 

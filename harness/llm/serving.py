@@ -38,8 +38,11 @@ from typing import Any
 from harness.prometheus import MetricsPage, Sample
 
 DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
-# the variants a transformers server can load (q8_0 exists only as GGUF)
-SERVED_VARIANTS = frozenset(DTYPES)
+# the variants a transformers server can load (q8_0 exists only as GGUF); int8 is the f32
+# folder whose config asks for dynamic int8 quantization at load (`quantize`)
+SERVED_VARIANTS = frozenset(DTYPES) | {"int8"}
+QUANTIZATION_KEY = "servingbench_quantization"
+DYNAMIC_INT8 = "dynamic-int8"
 CHATML_END = "<|im_end|>"
 
 # What the engine publishes, read by each stack's adapter as its `metrics` page.
@@ -71,6 +74,24 @@ SETTINGS = {
 def engine_metrics(path: str = "/metrics", port: str = "http") -> MetricsPage:
     """The engine's counters on a stack's page (`port` names the server's port serving it)."""
     return MetricsPage(SAMPLES, path=path, port=port, series=SERIES)
+
+
+def quantize(model: Any, how: str | None) -> Any:
+    """The model as its variant asks to be served: `dynamic-int8` swaps every Linear for
+    torch's dynamically quantized one (int8 weights per tensor, activations quantized per
+    batch at run time; fbgemm kernels on x86). The variant's build validates the same call."""
+    if how is None:
+        return model
+    if how != DYNAMIC_INT8:
+        raise ValueError(f"config.json {QUANTIZATION_KEY}: expected {DYNAMIC_INT8!r}, got {how!r}")
+    import warnings
+
+    import torch
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch.ao's deprecation notice, once per load
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 class Counters:
@@ -146,7 +167,8 @@ class Engine:
         torch.set_num_threads(threads)
         config = json.loads((hf / "config.json").read_text())
         dtype = getattr(torch, config.get("torch_dtype") or "float32")
-        model = AutoModelForCausalLM.from_pretrained(str(hf), dtype=dtype).eval()
+        model = quantize(AutoModelForCausalLM.from_pretrained(str(hf), dtype=dtype).eval(),
+                         config.get(QUANTIZATION_KEY))  # fmt: skip
         tokenizer = Tokenizer.from_file(str(hf / "tokenizer.json"))
         context = int(config.get("max_position_embeddings", 2048))
         engine = cls(variant, threads, counters or Counters(), model, tokenizer,

@@ -1,11 +1,14 @@
 """LLM variants: one precision of the model, as the files each stack loads.
 
 A variant folder holds `model.gguf` (llama.cpp) at that precision and, for f32/f16/bf16,
-`hf/` (vLLM loads it with `--dtype <precision>`). Each build is validated like the other
-variants: next-token logits of the weights *as stored* (quantized and read back) against
-the f32 reference on held-out prompts — max abs diff and greedy agreement — and it keeps
-the expected greedy next token of each check prompt, which the fidelity check asks every
-server for. A user's own model (`model.path`) is served as given, without a reference.
+`hf/` (vLLM loads it with `--dtype <precision>`). `int8` holds only `hf/`: the f32 weights,
+their Linear layers quantized dynamically to int8 when a transformers stack loads them
+(harness/llm/serving.py `quantize`); it is validated by running that same model. Each
+build is validated like the other variants: next-token logits of the weights *as
+stored* (quantized and read back) against the f32 reference on held-out prompts — max abs
+diff and greedy agreement — and it keeps the expected greedy next token of each check
+prompt, which the fidelity check asks every server for. A user's own model (`model.path`)
+is served as given, without a reference.
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ from typing import Any
 import numpy as np
 
 from harness.cache import cached_build, file_sha256, recipe_hash, source_of
-from harness.llm import gguf_export
+from harness.llm import gguf_export, serving
 from harness.models.tiny_llama import LlmBundle
 from harness.variants import LLM_VARIANT_NAMES, BuiltVariant, Validation
 
 HF_DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
+INT8 = "int8"
 CHECK_PROMPTS = 32
 CHECK_PROMPT_TOKENS = 24
 F32_MAX_ABS_DIFF = 1e-3
@@ -68,6 +72,7 @@ def build_llm_variant(name: str, bundle: LlmBundle, spec: Any) -> BuiltVariant:
         name,
         source_of(sys.modules[__name__]),
         source_of(gguf_export),
+        source_of(serving) if name == INT8 else "",  # its validation runs the engine's load
     )
     path = cached_build("variants/tiny-llama", key, lambda out: _build(name, bundle, out))
     info = json.loads((path / "variant.json").read_text())
@@ -84,7 +89,7 @@ def build_llm_variant(name: str, bundle: LlmBundle, spec: Any) -> BuiltVariant:
             f"greedy next-token agreement {validation.agreement:.3f} with the f32 reference "
             f"is under variants.llm_min_agreement={threshold}"
         )
-    return BuiltVariant(name, path, name, "model.gguf", info["sha256"], validation)
+    return BuiltVariant(name, path, name, artifact(name), info["sha256"], validation)
 
 
 def _build(name: str, bundle: LlmBundle, out: Path) -> None:
@@ -93,13 +98,18 @@ def _build(name: str, bundle: LlmBundle, out: Path) -> None:
 
     assert bundle.config is not None and bundle.hf_dir is not None
     weights = bundle.weights()
-    write_gguf(out / "model.gguf", weights, bundle.config, bundle.hf_dir / "tokenizer.json", name)
-    if name in HF_DTYPES:
+    if name != INT8:
+        write_gguf(out / "model.gguf", weights, bundle.config, bundle.hf_dir / "tokenizer.json",
+                   name)  # fmt: skip
+    if name in HF_DTYPES or name == INT8:
         shutil.copytree(bundle.hf_dir, out / "hf")
         config = json.loads((out / "hf" / "config.json").read_text())
-        config["torch_dtype"] = HF_DTYPES[name]
+        config["torch_dtype"] = HF_DTYPES.get(name, "float32")
+        if name == INT8:
+            config[serving.QUANTIZATION_KEY] = serving.DYNAMIC_INT8
         (out / "hf" / "config.json").write_text(json.dumps(config, indent=2))
-    as_stored = {k: stored(v, name) for k, v in weights.items()}
+    logits = _int8_logits(out / "hf") if name == INT8 else None
+    as_stored = {} if logits else {k: stored(v, name) for k, v in weights.items()}
     tok = bundle.tokenizer()
     from harness.models.tiny_llama import corpus
 
@@ -110,7 +120,7 @@ def _build(name: str, bundle: LlmBundle, out: Path) -> None:
     for s in starts:
         prompt = ids[int(s) : int(s) + CHECK_PROMPT_TOKENS]
         ref = next_token_logits(weights, bundle.config, prompt)
-        got = next_token_logits(as_stored, bundle.config, prompt)
+        got = logits(prompt) if logits else next_token_logits(as_stored, bundle.config, prompt)
         diffs.append(float(np.abs(ref - got).max()))
         agree += int(ref.argmax() == got.argmax())
         top2 = np.sort(got)[-2:]
@@ -130,8 +140,34 @@ def _build(name: str, bundle: LlmBundle, out: Path) -> None:
         "agreement": agree / len(starts),
     }
     (out / "variant.json").write_text(
-        json.dumps({"validation": validation, "sha256": file_sha256(out / "model.gguf")})
+        json.dumps({"validation": validation, "sha256": file_sha256(out / artifact(name))})
     )
+
+
+def artifact(name: str) -> str:
+    """The file that names this variant (its hash is the variant's)."""
+    return "hf/model.safetensors" if name == INT8 else "model.gguf"
+
+
+def _int8_logits(hf: Path) -> Any:
+    """Next-token logits of the model exactly as a transformers stack serves the int8
+    variant (the same load and `quantize` call, on one thread: what the servers get)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(1)
+    config = json.loads((hf / "config.json").read_text())
+    model = serving.quantize(
+        AutoModelForCausalLM.from_pretrained(str(hf), dtype=torch.float32).eval(),
+        config[serving.QUANTIZATION_KEY],
+    )
+
+    def logits(prompt: list[int]) -> np.ndarray:
+        with torch.no_grad():
+            out = model(torch.tensor([prompt])).logits[0, -1]
+        return out.float().numpy()
+
+    return logits
 
 
 def _given_variant(name: str, bundle: LlmBundle) -> BuiltVariant:

@@ -1,7 +1,7 @@
 """The same LLM under the Python stacks, end to end through the CLI: tiny-llama f32 served
 by FastAPI, Triton (decoupled python backend), TorchServe (streaming handler) and KServe
-(its OpenAI data plane), each on harness/llm/serving.py's engine. For every stack that can
-run here: fidelity passes, tokens stream (TTFT before the last token, one gap per token),
+(its OpenAI data plane), each on harness/llm/serving.py's engine, and FastAPI on the int8
+variant. For every stack that can run here: fidelity passes, tokens stream (TTFT before the last token, one gap per token),
 output lengths are forced, the server's own counters agree with `usage`, and its batching
 and cache settings are recorded. A stack that cannot run here is skipped with its reason."""
 
@@ -20,7 +20,8 @@ pytestmark = pytest.mark.usefixtures("no_orphans")
 
 STACKS = ("fastapi", "triton", "torchserve", "kserve")
 OUTPUT = 12
-SCENARIO = f"""\
+SCENARIO = (
+    f"""\
 name: llm-stacks-e2e
 model: {{name: tiny-llama}}
 workload:
@@ -41,9 +42,12 @@ load:
     steps:
       - {{mode: closed, concurrency: 2}}
 targets:
-""" + "".join(
-    f"  - name: {s}\n    adapter: {{kind: {s}}}\n    variant: f32\n    startup_timeout_s: 240\n"
-    for s in STACKS
+"""
+    + "".join(
+        f"  - name: {s}\n    adapter: {{kind: {s}}}\n    variant: f32\n    startup_timeout_s: 240\n"
+        for s in STACKS
+    )
+    + "  - name: fastapi-int8\n    adapter: {kind: fastapi}\n    variant: int8\n"
 )
 
 
@@ -72,6 +76,9 @@ def test_every_stack_serves_the_same_model_faithfully(stacks_run) -> None:
             continue
         assert target["status"] == "ok", (name, target)
         assert target["fidelity"]["passed"], (name, target["fidelity"])
+    # the 8-bit variant of the transformers stacks (torch dynamic int8) serves faithfully too
+    assert targets["fastapi-int8"]["status"] == "ok", targets["fastapi-int8"]
+    assert targets["fastapi-int8"]["fidelity"]["passed"], targets["fastapi-int8"]["fidelity"]
 
 
 def test_tokens_stream_and_counters_agree(stacks_run) -> None:
@@ -123,7 +130,7 @@ def test_openai_http_reads_an_external_servers_counters(stacks_run, tmp_path: Pa
     variant_dir = next(
         p.parent
         for p in (Path(os.environ["SERVINGBENCH_CACHE"]) / "variants").glob("tiny-llama/*/hf")
-        if '"float32"' in (p / "config.json").read_text()
+        if '"float32"' in (text := (p / "config.json").read_text()) and "quantization" not in text
     )
     port = free_port()
     server = subprocess.Popen(
