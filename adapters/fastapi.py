@@ -9,7 +9,7 @@ Recipe
 - protocol: plain-json, `POST /predict`
 - inference never blocks the event loop: it runs on a single-thread executor, optionally
   behind a dynamic batcher (max batch size, max delay) for a fair fight with batching servers
-- text generation (tiny-llama f32, f16, bf16): `python -m adapters._fastapi_llm`, the
+- text generation (tiny-llama f32, f16, bf16, int8): `python -m adapters._fastapi_llm`, the
   OpenAI completions/chat API streamed as SSE from transformers `generate` with a streamer
   (harness/llm/serving.py: one sequence at a time, no prompt cache, both recorded); its
   `/metrics` page carries the engine's token, prefill, decode and queue counters

@@ -15,7 +15,7 @@ Recipe
 - ready: `GET /v2/models/<m>/ready` (`/v2/health/ready` is true before any model is)
 - protocol: `kserve-v1` (`/v1/models/<m>:predict`), `v2-json`, `v2-binary` (REST) or
   `v2-grpc`, with the harness's own clients
-- text generation (tiny-llama f32, f16, bf16): `python -m adapters._kserve_llm_server`,
+- text generation (tiny-llama f32, f16, bf16, int8): `python -m adapters._kserve_llm_server`,
   KServe's own OpenAI data plane (`/openai/v1/completions`, `/openai/v1/chat/completions`,
   SSE) in front of harness/llm/serving.py's transformers engine, the model named
   `tiny-llama`; its counters on a port of their own. KServe 0.21 takes the OpenAI request

@@ -14,7 +14,7 @@ Recipe
   entry per request
 - server view: Prometheus counters `ts_queue_latency_microseconds` and
   `ts_inference_latency_microseconds`, scraped around each step
-- text generation (tiny-llama f32, f16, bf16): a streaming handler (`LLM_HANDLER`) runs the
+- text generation (tiny-llama f32, f16, bf16, int8): a streaming handler (`LLM_HANDLER`) runs the
   transformers engine of harness/llm/serving.py and sends each token as an intermediate
   response (`send_intermediate_predict_response`: one HTTP chunk each), the OpenAI SSE events
   as its body, at `POST /predictions/model` (completions, or chat when the body has

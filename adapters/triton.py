@@ -21,7 +21,7 @@ Recipe
   compute durations), scraped around each step
 - container: `nvcr.io/nvidia/tritonserver:24.10-py3` with the repository mounted (all
   backends; a python-backend model there also needs onnxruntime/torch in the image)
-- text generation (tiny-llama f32, f16, bf16): a decoupled python-backend model
+- text generation (tiny-llama f32, f16, bf16, int8): a decoupled python-backend model
   (adapters/_triton_llm_model.py, one response per token) running the transformers engine
   of harness/llm/serving.py, streamed by Triton's `generate_stream` endpoint (SSE; no chat
   API); `instance_count` instances each decode one sequence at a time; the engine's
