@@ -192,9 +192,10 @@ class TritonAdapter(Adapter[TritonConfig]):
         if not self.generates:
             return super().settings()
         c = self.config  # a decoupled model takes no batch axis: the batching keys do not apply
+        # what the engine does (no cache, one sequence at a time) wins over what was asked
         return {"kind": c.kind, "protocol": "generate_stream", "instance_count": c.instance_count,
-                "backend": "python (decoupled)", **serving.SETTINGS,
-                **self.workload_settings}  # fmt: skip
+                "backend": "python (decoupled)", **self.workload_settings,
+                **serving.SETTINGS}  # fmt: skip
 
     def metrics_page(self, server: Server) -> MetricsPage | None:
         if not self.generates:
