@@ -1,7 +1,8 @@
 """FastAPI on uvicorn: the plain-JSON protocol over a hand-tuned Python server.
 
 Recipe
-- serves: eager, torchscript, onnx, onnx-int8 (through `harness.runtime`)
+- serves: eager, torchscript, onnx, onnx-int8 (through `harness.runtime`); for a sentence
+  encoder (minilm) also bf16, text in: the server tokenizes (harness/embedding.py)
 - files: none (the app loads the variant folder directly)
 - starts: `python -m adapters.fastapi` -> uvicorn (uvloop + httptools, access log off),
   `workers` processes, model loaded before the port opens
@@ -23,7 +24,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import numpy as np
 from pydantic import Field, NonNegativeFloat, PositiveInt
 
 from harness.adapter import (
@@ -58,7 +58,7 @@ class FastapiConfig(AdapterConfig):
 class FastapiAdapter(Adapter[FastapiConfig]):
     kind: ClassVar[str] = "fastapi"
     config_class = FastapiConfig
-    workloads = frozenset({"tensor", "generate"})
+    workloads = frozenset({"tensor", "generate", "embed"})
     variants = frozenset({"eager", "torchscript", "onnx", "onnx-int8"}) | serving.SERVED_VARIANTS
     description = "FastAPI + uvicorn, plain JSON, optional dynamic batching; OpenAI SSE for LLMs"
     stack_packages = ("fastapi", "starlette", "uvicorn", "uvloop", "onnxruntime", "torch",
@@ -155,11 +155,10 @@ def create_app() -> Any:
     from fastapi.responses import JSONResponse, Response
 
     from harness.batching import DynamicBatcher
-    from harness.runtime import load_predictor, read_variant
+    from harness.runtime import as_batch, load_predictor, read_variant, warmup_batch
 
     variant_dir = Path(os.environ["SB_VARIANT_DIR"])
     info = read_variant(variant_dir)
-    shape = tuple(info["input_shape"])
     max_batch = int(os.environ.get("SB_MAX_BATCH", "0"))
     state: dict[str, Any] = {}
 
@@ -167,7 +166,7 @@ def create_app() -> Any:
     async def lifespan(app: Any) -> Any:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
         predict = load_predictor(variant_dir)
-        predict(np.zeros((1, *shape), np.float32))  # first call allocates; not on a request
+        predict(warmup_batch(info))  # the first call allocates; not on a request
         state.update(predict=predict, executor=executor)
         if max_batch > 0:
             batcher = DynamicBatcher(
@@ -194,17 +193,13 @@ def create_app() -> Any:
     @app.post("/predict")
     async def predict(request: Request) -> Response:
         try:
-            inputs = np.asarray(json.loads(await request.body())["inputs"], np.float32)
+            values = json.loads(await request.body())["inputs"]
         except (ValueError, KeyError, TypeError) as exc:
             return JSONResponse({"error": f"bad request body: {exc}"}, status_code=400)
-        if inputs.shape[1:] != shape:
-            return JSONResponse(
-                {
-                    "error": f"expected instances of shape {list(shape)}, "
-                    f"got {list(inputs.shape[1:])}"
-                },
-                status_code=422,
-            )
+        try:  # numbers of the variant's input shape, or strings for a text encoder
+            inputs = as_batch(values, info)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=422)
         if "batcher" in state:
             outputs = await state["batcher"].submit(inputs)
         else:

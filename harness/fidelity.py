@@ -69,3 +69,40 @@ def check_fidelity(
     if agreement < min_agreement:
         problems.append(f"top-1 agreement {agreement:.1%} < required {min_agreement:.1%}")
     return FidelityResult(not problems, len(answers), max_abs, agreement, "; ".join(problems))
+
+
+def check_embeddings(
+    infer: Callable[[np.ndarray], np.ndarray],
+    texts: np.ndarray,
+    expected: np.ndarray,
+    min_cosine: float,
+) -> FidelityResult:
+    """Send each text on its own (as the load will): every answer is an embedding of the
+    expected size whose cosine with the variant's own embedding is at least `min_cosine`.
+    `agreement` is the share of answers that hold."""
+    got: list[np.ndarray] = []
+    for i, text in enumerate(texts):
+        try:
+            out = np.asarray(infer(np.asarray([text], dtype=object)), np.float32)
+        except ServingBenchError as exc:
+            return FidelityResult(False, i, float("nan"), float("nan"), f"text {i} failed: {exc}")
+        if out.shape != (1, expected.shape[1]):
+            return FidelityResult(
+                False, i, float("nan"), float("nan"),
+                f"text {i}: answer has shape {list(out.shape)}, expected [1, {expected.shape[1]}]",
+            )  # fmt: skip
+        got.append(out[0])
+    answers = np.stack(got)
+    reference = expected[: len(answers)]
+    norms = np.linalg.norm(answers, axis=1) * np.linalg.norm(reference, axis=1)
+    cosine = (answers * reference).sum(axis=1) / np.maximum(norms, 1e-12)
+    holding = float((cosine >= min_cosine).mean())
+    max_abs = float(np.abs(answers - reference).max())
+    message = ""
+    if holding < 1.0:
+        message = (
+            f"{int((cosine < min_cosine).sum())}/{len(answers)} embeddings differ from the "
+            f"variant's own (cosine down to {cosine.min():.4f} < fidelity.min_cosine "
+            f"{min_cosine:g})"
+        )
+    return FidelityResult(holding == 1.0, len(answers), max_abs, holding, message)

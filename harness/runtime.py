@@ -1,8 +1,12 @@
 """Run a built variant: the one piece of inference code every server and the floor share.
 
 `load_predictor(variant_dir)` reads the variant's `variant.json` and returns a callable
-taking a float32 batch (N, ...) and returning float32 outputs (N, classes). Servers call it
-off their event loop; the in-process floor calls it directly. Thread counts come from the
+taking a float32 batch (N, ...) and returning float32 outputs (N, classes); a sentence
+encoder's variant (`format: text-encoder`, harness/embedding.py) takes N strings instead and
+tokenizes them itself, so every stack runs its tokenizer on the server. `as_batch` turns
+what a protocol carried into the predictor's input (or says what is wrong with it) and
+`warmup_batch` is a first call's input. Servers call the predictor off their event loop; the
+in-process floor calls it directly. Thread counts come from the
 environment the launcher sets (same for every target), never from a framework default.
 """
 
@@ -31,11 +35,47 @@ def read_variant(variant_dir: Path) -> dict[str, Any]:
     return json.loads((Path(variant_dir) / "variant.json").read_text())
 
 
+def takes_text(info: dict[str, Any]) -> bool:
+    return info.get("input_dtype") == "text"
+
+
+def as_batch(values: Any, info: dict[str, Any]) -> np.ndarray:
+    """The predictor's input from a request's values: float32 (N, *input_shape), or N
+    strings for a text variant. ValueError saying what was expected otherwise."""
+    if takes_text(info):
+        from harness.embedding import as_texts
+
+        return as_texts(values)
+    shape = tuple(int(d) for d in info["input_shape"])
+    try:
+        batch = np.asarray(values, np.float32)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"inputs are not numbers: {exc}") from exc
+    if batch.ndim == 0 or batch.shape[1:] != shape:
+        raise ValueError(
+            f"expected instances of shape {list(shape)}, got a batch of shape {list(batch.shape)}"
+        )
+    if not batch.flags.writeable:  # e.g. gRPC's raw bytes: torch warns on read-only input
+        batch = batch.copy()
+    return batch
+
+
+def warmup_batch(info: dict[str, Any]) -> np.ndarray:
+    """One instance to call a fresh predictor with (its first call allocates)."""
+    if takes_text(info):
+        return np.asarray(["a first call allocates what later calls reuse"], dtype=object)
+    return np.zeros((1, *info["input_shape"]), np.float32)
+
+
 def load_predictor(variant_dir: str | Path, threads: int | None = None) -> Predictor:
     variant_dir = Path(variant_dir)
     info = read_variant(variant_dir)
     threads = threads or thread_count()
     fmt = info["format"]
+    if fmt == "text-encoder":
+        from harness.embedding import load_encoder
+
+        return load_encoder(variant_dir, info, threads)
     artifact = variant_dir / info["artifact"]
     if fmt == "onnx":
         return _onnx_predictor(artifact, threads)

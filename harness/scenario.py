@@ -56,6 +56,11 @@ class VariantsSpec(StrictModel):
         0.9, ge=0, le=1,
         description="LLM builds: greedy next-token agreement with the f32 reference required",
     )  # fmt: skip
+    min_cosine: float = Field(
+        0.98, ge=-1, le=1,
+        description="sentence encoders' reduced precisions: mean cosine with the fp32 "
+        "reference required on the held-out sentences",
+    )  # fmt: skip
 
 
 class FidelitySpec(StrictModel):
@@ -68,6 +73,10 @@ class FidelitySpec(StrictModel):
     llm_min_agreement: float = Field(
         0.8, ge=0, le=1, description="LLM: greedy next-token agreement with the variant required"
     )
+    min_cosine: float = Field(
+        0.999, ge=-1, le=1,
+        description="sentence encoders: cosine of each answer with the variant's own embedding",
+    )  # fmt: skip
 
 
 Percentiles = list[Annotated[float, Field(gt=0, lt=100)]]

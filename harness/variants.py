@@ -38,6 +38,9 @@ class Validation:
     agreement: float
     status: str = "ok"  # ok | failed
     reason: str = ""
+    # sentence encoders (harness/embedding_variants.py): cosine with the fp32 reference
+    cosine_mean: float | None = None
+    cosine_min: float | None = None
 
 
 @dataclass

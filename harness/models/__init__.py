@@ -6,9 +6,12 @@ from typing import Any
 
 from harness.models.base import ModelBundle, ModelEntry
 from harness.models.digits_cnn import DigitsCnn
+from harness.models.minilm import Minilm
 from harness.models.tiny_llama import LlmBundle, TinyLlama
 
-MODELS: dict[str, ModelEntry] = {entry.name: entry for entry in (DigitsCnn(), TinyLlama())}
+MODELS: dict[str, ModelEntry] = {
+    entry.name: entry for entry in (DigitsCnn(), TinyLlama(), Minilm())
+}
 
 
 def build_model(config: Any) -> ModelBundle | LlmBundle:

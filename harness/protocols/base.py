@@ -29,6 +29,25 @@ from harness.load.http import build_request
 from harness.net import http
 
 
+def is_text(batch: Any) -> bool:
+    """A batch of strings (a sentence encoder's requests) rather than numbers."""
+    return isinstance(batch, np.ndarray) and batch.dtype.kind in "OUS"
+
+
+def texts_of(batch: np.ndarray) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in batch.ravel()]
+
+
+def bytes_tensor(batch: np.ndarray) -> bytes:
+    """The Open Inference protocol's BYTES serialization: each element as a 4-byte
+    little-endian length and its UTF-8 bytes."""
+    parts = []
+    for text in texts_of(batch):
+        raw = text.encode()
+        parts += [len(raw).to_bytes(4, "little"), raw]
+    return b"".join(parts)
+
+
 class Client(ABC):
     """What the load engine is handed for one served target."""
 
@@ -113,7 +132,7 @@ class ProtocolClient(TensorClient):
         """Pre-built requests, one instance each, for the load engine."""
         url = httpx.URL(self.base_url)
         host, port = url.host, url.port or 80
-        bodies = [self.encode(x[None]) for x in instances]
+        bodies = [self.encode(instances[i : i + 1]) for i in range(len(instances))]
         requests = tuple(
             build_request(
                 host, port, self.method, self.path, body, self.content_type,

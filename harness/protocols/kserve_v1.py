@@ -2,7 +2,8 @@
 
     POST /v1/models/<m>:predict   {"instances": [<instance>, ...]}  -> {"predictions": [...]}
 
-An instance is the model input without the batch axis, as nested lists of numbers; one
+An instance is the model input without the batch axis, as nested lists of numbers (or a
+string); one
 prediction per instance, in order. KServe answers errors with {"error": "..."} and a 4xx/5xx.
 """
 
@@ -15,7 +16,7 @@ from typing import ClassVar
 import numpy as np
 
 from harness.errors import ProtocolError
-from harness.protocols.base import ProtocolClient
+from harness.protocols.base import ProtocolClient, is_text, texts_of
 
 _PREDICT_PATH = re.compile(r"^/v1/models/([^/:]+):predict$")
 
@@ -32,7 +33,7 @@ class KServeV1Client(ProtocolClient):
 
     def encode(self, batch: np.ndarray) -> bytes:
         # float32 values printed as float32 (tolist of a float32 array): shortest exact text
-        rows = np.asarray(batch, np.float32).tolist()
+        rows = texts_of(batch) if is_text(batch) else np.asarray(batch, np.float32).tolist()
         return json.dumps({"instances": rows}, separators=(",", ":")).encode()
 
     def decode(self, body: bytes) -> np.ndarray:

