@@ -148,13 +148,13 @@ def model_class() -> type[Any]:
     from kserve.errors import InvalidInput
     from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-    from harness.runtime import load_predictor, read_variant
+    from harness.runtime import as_batch, load_predictor, read_variant, takes_text, warmup_batch
 
     class VariantModel(kserve.Model):
         def __init__(self, name: str, variant_dir: str) -> None:
             super().__init__(name)
             self.variant_dir = variant_dir
-            self.input_shape: tuple[int, ...] = ()
+            self.info: dict[str, Any] = {}
             self._predict: Any = None
             self._executor: ThreadPoolExecutor | None = None
 
@@ -163,27 +163,18 @@ def model_class() -> type[Any]:
             return _restore, (self.name, self.variant_dir)
 
         def load(self) -> bool:
-            info = read_variant(Path(self.variant_dir))
-            self.input_shape = tuple(int(d) for d in info["input_shape"])
+            self.info = read_variant(Path(self.variant_dir))
             self._predict = load_predictor(self.variant_dir)
-            self._predict(np.zeros((1, *self.input_shape), np.float32))  # allocate now
+            self._predict(warmup_batch(self.info))  # the first call allocates: not a request's
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
             self.ready = True
             return True
 
         def _batch(self, values: Any) -> np.ndarray:
-            try:
-                batch = np.asarray(values, np.float32)
-            except (ValueError, TypeError) as exc:
-                raise InvalidInput(f"inputs are not numbers: {exc}") from exc
-            if not batch.flags.writeable:  # gRPC's raw bytes: torch warns on read-only input
-                batch = batch.copy()
-            if batch.ndim == 0 or batch.shape[1:] != self.input_shape:
-                raise InvalidInput(
-                    f"expected instances of shape {list(self.input_shape)}, "
-                    f"got a batch of shape {list(batch.shape)}"
-                )
-            return batch
+            try:  # numbers of the variant's shape, or strings for a text encoder
+                return as_batch(values, self.info)
+            except ValueError as exc:
+                raise InvalidInput(str(exc)) from exc
 
         async def predict(
             self,
@@ -192,8 +183,9 @@ def model_class() -> type[Any]:
             response_headers: dict[str, str] | None = None,
         ) -> Any:
             if isinstance(payload, InferRequest):  # v2 REST and gRPC
-                if len(payload.inputs) != 1 or payload.inputs[0].datatype != "FP32":
-                    raise InvalidInput("expected one FP32 input tensor")
+                datatype = "BYTES" if takes_text(self.info) else "FP32"
+                if len(payload.inputs) != 1 or payload.inputs[0].datatype != datatype:
+                    raise InvalidInput(f"expected one {datatype} input tensor")
                 try:
                     values = payload.inputs[0].as_numpy()
                 except ValueError as exc:

@@ -3,7 +3,8 @@
 Recipe
 - serves: eager, torchscript, onnx, onnx-int8: a `kserve.Model` that runs
   `harness.runtime.load_predictor` on a thread of its own (KServe calls `predict` on the
-  event loop)
+  event loop); a sentence encoder (minilm, also bf16) takes text: KServe v1 instances as
+  strings, v2 BYTES tensors (REST and gRPC), tokenized in the model (harness/embedding.py)
 - files: none (the server reads the variant folder)
 - environment: its own (kserve caps pandas<3, psutil<6, protobuf<7, and cannot share a
   process with `tritonclient.grpc`), created on first launch; torch is installed first so
@@ -105,7 +106,7 @@ class KserveAdapter(Adapter[KserveConfig]):
     kind: ClassVar[str] = "kserve"
     config_class = KserveConfig
     tunables = (Tunable("workers", IntRange(1, 8), "REST processes", limit="server_cpus"),)
-    workloads = frozenset({"tensor", "generate"})
+    workloads = frozenset({"tensor", "generate", "embed"})
     variants = frozenset({"eager", "torchscript", "onnx", "onnx-int8"}) | serving.SERVED_VARIANTS
     description = "KServe 0.21 Python ModelServer (v1, v2 REST, v2 gRPC, OpenAI); k8s manifests"
     stack_packages = ("kserve", "onnxruntime", "torch", "grpcio")

@@ -27,7 +27,9 @@ KSERVE_SDK_ENV = Environment(
     "kserve",
     requirements=("kserve==0.21.0", "onnxruntime>=1.18",
                   # what `import harness.runtime` pulls in through harness/__init__
-                  "pydantic>=2.6", "httpx>=0.27", "httptools>=0.6"),
+                  "pydantic>=2.6", "httpx>=0.27", "httptools>=0.6",
+                  # the sentence encoder's pipeline (harness/embedding.py)
+                  "tokenizers>=0.19", "transformers>=4.45", "safetensors>=0.4"),
     preinstall=("torch==2.13.0",),
     expected_s=(30.0, 65.0),  # uv, pip (docs/measurements.md)
 )  # fmt: skip
