@@ -54,9 +54,11 @@ def write_repository(
         shutil.rmtree(folder)
     (folder / "1").mkdir(parents=True)
     info = json.loads((variant.path / "variant.json").read_text())
-    input_dims = [int(d) for d in info["input_shape"]]
+    text_input = info.get("input_dtype") == "text"  # a sentence encoder: one string each
+    input_dims = [1] if text_input else [int(d) for d in info["input_shape"]]
     output_dims = [int(d) for d in variant.outputs_test().shape[1:]]
-    text = config_pbtxt(spec, input_dims, output_dims, variant_dir, project_root)
+    text = config_pbtxt(spec, input_dims, output_dims, variant_dir, project_root,
+                        input_type="TYPE_STRING" if text_input else "TYPE_FP32")  # fmt: skip
     (folder / "config.pbtxt").write_text(text)
     target = folder / "1" / BACKEND_FILES[spec.backend]
     if spec.backend == "python":
@@ -72,6 +74,7 @@ def config_pbtxt(
     output_dims: list[int],
     variant_dir: str,
     project_root: str,
+    input_type: str = "TYPE_FP32",
 ) -> str:
     """config.pbtxt in protobuf text format. max_batch_size is always >= 1, so the batch
     axis exists and dims are per instance; batching *across requests* is dynamic_batching."""
@@ -81,7 +84,7 @@ def config_pbtxt(
         f'name: "{spec.model}"',
         f'backend: "{backend}"',
         f"max_batch_size: {spec.max_batch_size}",
-        f'input [ {{ name: "{inp}" data_type: TYPE_FP32 dims: {_list(input_dims)} }} ]',
+        f'input [ {{ name: "{inp}" data_type: {input_type} dims: {_list(input_dims)} }} ]',
         f'output [ {{ name: "{out}" data_type: TYPE_FP32 dims: {_list(output_dims)} }} ]',
         f"instance_group [ {{ count: {spec.instance_count} kind: {spec.instance_kind} }} ]",
     ]
@@ -140,13 +143,14 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config["parameters"].items()}
         # The stub's embedded Python ignores PYTHONPATH: the project comes from the config.
         sys.path.insert(0, params["servingbench_root"])
-        from harness.runtime import load_predictor, read_variant
+        from harness.runtime import load_predictor, read_variant, warmup_batch
 
         self.input_name = params["input_name"]
         self.output_name = params["output_name"]
+        # a text encoder takes the (N, 1) strings as they come (bytes) and tokenizes them
         self.predict = load_predictor(params["variant_dir"])
-        shape = read_variant(params["variant_dir"])["input_shape"]
-        self.predict(np.zeros((1, *shape), np.float32))  # first call allocates; not on a request
+        # the first call allocates: not on a request
+        self.predict(warmup_batch(read_variant(params["variant_dir"])))
 
     def execute(self, requests):
         inputs = [

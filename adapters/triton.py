@@ -17,6 +17,9 @@ Recipe
   a python-backend shared-memory prefix of its own, removed from /dev/shm after stop
 - ready: `/v2/health/ready`, then `/v2/models/model/ready`
 - protocol: `protocol` = v2 http-json, http-binary (binary tensor extension) or grpc
+- a sentence encoder (minilm: eager, torchscript, onnx, onnx-int8, bf16) runs on the python
+  backend only, its input a TYPE_STRING tensor (v2 BYTES) tokenized in the model
+  (harness/embedding.py); the native backends would need a tokenizer model in front
 - server view: Prometheus counters on the metrics port (success, executions, queue and
   compute durations), scraped around each step
 - container: `nvcr.io/nvidia/tritonserver:24.10-py3` with the repository mounted (all
@@ -120,7 +123,7 @@ class TritonConfig(AdapterConfig):
 class TritonAdapter(Adapter[TritonConfig]):
     kind: ClassVar[str] = "triton"
     config_class = TritonConfig
-    workloads = frozenset({"tensor", "generate"})
+    workloads = frozenset({"tensor", "generate", "embed"})
     variants = frozenset().union(*BACKEND_VARIANTS.values()) | serving.SERVED_VARIANTS
     tunables = (
         Tunable("instance_count", IntRange(1, 4), "model instances", limit="server_cpus"),
@@ -180,6 +183,8 @@ class TritonAdapter(Adapter[TritonConfig]):
         self._shm_prefix: dict[Path, str] = {}
 
     def supports(self, variant: str) -> bool:
+        if self.workload == "embed":  # text in: the tokenizer runs in the python backend
+            return self.config.backend == "python"
         if variant in serving.SERVED_VARIANTS:
             return self.config.backend == "python"
         return variant in BACKEND_VARIANTS[self.config.backend]
