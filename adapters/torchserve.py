@@ -1,7 +1,9 @@
 """TorchServe: the .mar archive, a batching handler, the Java frontend.
 
 Recipe
-- serves: eager, torchscript, onnx, onnx-int8 (the handler runs `harness.runtime`)
+- serves: eager, torchscript, onnx, onnx-int8 (the handler runs `harness.runtime`); a
+  sentence encoder (minilm, also bf16) takes plain-JSON strings, the handler's tokenizer
+  and pooling as its pre- and postprocess (harness/embedding.py)
 - files (in the target's workdir): `handler.py`, `model-store/model.mar` built by
   `torch-model-archiver` (artifact + variant.json), `config.properties`, `log4j2.xml`
   (WARN: TorchServe's default DEBUG logging costs 1-2 KB per request; the workers' own
@@ -79,7 +81,7 @@ class TorchserveAdapter(Adapter[TorchserveConfig]):
         Tunable("batch_size", IntRange(1, 32, log=True), "max requests per handler call"),
         Tunable("max_batch_delay_ms", IntRange(0, 8), "wait to fill a batch"),
     )
-    workloads = frozenset({"tensor", "generate"})
+    workloads = frozenset({"tensor", "generate", "embed"})
     variants = frozenset({"eager", "torchscript", "onnx", "onnx-int8"}) | serving.SERVED_VARIANTS
     description = "TorchServe 0.12 (Java frontend, Python workers), optional batching"
     stack_packages = ("torchserve", "torch-model-archiver", "torch", "onnxruntime", "transformers")
@@ -129,10 +131,12 @@ class TorchserveAdapter(Adapter[TorchserveConfig]):
         store.mkdir(parents=True, exist_ok=True)
         handler = workdir / "handler.py"
         handler.write_text(LLM_HANDLER if self.generates else HANDLER)
-        # the LLM handler loads the variant folder (SB_VARIANT_DIR), not archived weights
+        # the LLM and the sentence encoder load the variant folder (SB_VARIANT_DIR, with its
+        # tokenizer and model folder), not archived weights
         weights = (
-            [] if self.generates else ["--serialized-file", str(variant.path / variant.artifact)]
-        )
+            [] if self.generates or self.workload == "embed"
+            else ["--serialized-file", str(variant.path / variant.artifact)]
+        )  # fmt: skip
         archive = subprocess.run(
             [sys.executable, "-m", "model_archiver.model_packaging", "--model-name", MODEL,
              "--version", "1.0", *weights,
@@ -205,6 +209,8 @@ class TorchserveAdapter(Adapter[TorchserveConfig]):
                 "--model-store", str(workdir / "model-store")]  # fmt: skip
         env = {"TMPDIR": tmp, "TEMP": tmp, "LOG_LOCATION": str(workdir / "logs"),
                "METRICS_LOCATION": str(workdir / "logs"), "PYTHONPATH": _pythonpath()}  # fmt: skip
+        if self.workload == "embed":
+            env["SB_VARIANT_DIR"] = str(variant.path)
         if self.generates:  # the workers inherit these
             env |= {"SB_VARIANT_DIR": str(variant.path), "SB_METRICS_HOST": host,
                     "SB_METRICS_PORT": str(ports["llm_metrics"])}  # fmt: skip
@@ -282,20 +288,27 @@ def _pythonpath() -> str:
 
 
 HANDLER = '''\
-"""servingbench's TorchServe handler: plain-JSON in, one answer per request of a batch."""
+"""servingbench's TorchServe handler: plain-JSON in, one answer per request of a batch.
+
+Numbers for a tensor model (its archived weights), strings for a sentence encoder (the
+variant folder in SB_VARIANT_DIR: preprocess is its tokenizer, postprocess its pooling)."""
 import json
+import os
 
 import numpy as np
 
-from harness.runtime import load_predictor
+from harness.runtime import as_batch, load_predictor, read_variant
 
 _predict = None
+_info = None
 
 
 def handle(data, context):
-    global _predict
+    global _predict, _info
     if _predict is None:
-        _predict = load_predictor(context.system_properties["model_dir"])
+        folder = os.environ.get("SB_VARIANT_DIR") or context.system_properties["model_dir"]
+        _info = read_variant(folder)
+        _predict = load_predictor(folder)
     if data is None:
         return None
     batches = []
@@ -303,7 +316,7 @@ def handle(data, context):
         body = request.get("body") if request.get("body") is not None else request.get("data")
         if isinstance(body, (bytes, bytearray)):
             body = json.loads(body)
-        batches.append(np.asarray(body["inputs"], np.float32))
+        batches.append(as_batch(body["inputs"], _info))
     outputs = _predict(np.concatenate(batches))
     answers, start = [], 0
     for x in batches:
