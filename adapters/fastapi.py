@@ -7,7 +7,8 @@ Recipe
 - starts: `python -m adapters.fastapi` -> uvicorn (uvloop + httptools, access log off),
   `workers` processes, model loaded before the port opens
 - ready: `GET /health` answers 200 once the model is loaded
-- protocol: plain-json, `POST /predict`
+- protocol: plain-json, `POST /predict`; `GET /metrics`: a sentence encoder's time split
+  (tokenize, infer, pool, serialize: the step's `server_*_ms` columns)
 - inference never blocks the event loop: it runs on a single-thread executor, optionally
   behind a dynamic batcher (max batch size, max delay) for a fair fight with batching servers
 - text generation (tiny-llama f32, f16, bf16, int8): `python -m adapters._fastapi_llm`, the
@@ -19,6 +20,7 @@ Recipe
 import argparse
 import json
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +28,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, NonNegativeFloat, PositiveInt
 
+from harness import embedding
 from harness.adapter import (
     Adapter,
     AdapterConfig,
@@ -94,11 +97,15 @@ class FastapiAdapter(Adapter[FastapiConfig]):
         return super().client(server)
 
     def metrics_page(self, server: Server) -> MetricsPage | None:
+        if self.workload == "embed":  # the pipeline's split: tokenize, infer, pool, serialize
+            return embedding.engine_metrics()
         return serving.engine_metrics() if self.generates else None
 
     def breakdown(
         self, before: dict[str, float], after: dict[str, float], requests: int
     ) -> dict[str, float]:
+        if self.workload == "embed":
+            return embedding.breakdown(before, after, requests)
         return token_breakdown(before, after, requests, serving.TIMES_MS)
 
     def process_spec(
@@ -167,6 +174,8 @@ def create_app() -> Any:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
         predict = load_predictor(variant_dir)
         predict(warmup_batch(info))  # the first call allocates; not on a request
+        if isinstance(predict, embedding.Encoder):  # counted from here: requests only
+            predict.counters = state["counters"] = embedding.Counters()
         state.update(predict=predict, executor=executor)
         if max_batch > 0:
             batcher = DynamicBatcher(
@@ -205,8 +214,17 @@ def create_app() -> Any:
         else:
             loop = __import__("asyncio").get_running_loop()
             outputs = await loop.run_in_executor(state["executor"], state["predict"], inputs)
+        started = time.perf_counter()
         body = json.dumps({"outputs": outputs.tolist()}, separators=(",", ":"))
+        if "counters" in state:
+            state["counters"].seconds["serialize"].inc(time.perf_counter() - started)
         return Response(body, media_type="application/json")
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        import prometheus_client
+
+        return Response(prometheus_client.generate_latest(), media_type="text/plain")
 
     return app
 

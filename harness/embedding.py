@@ -11,8 +11,10 @@ process, so where the tokenizer runs is the same everywhere (on the server):
 (`harness.runtime`): an array of N strings in, float32 (N, dim) out. A variant folder holds
 `variant.json` (`format: text-encoder`, `backbone`, `max_length`), `tokenizer.json`, and
 the backbone's files (`hf/` for eager and bf16, `model.torchscript.pt`, `model.onnx`).
-Each call's time split (tokenize / infer / pool) is added to `Encoder.totals`, which a
-server may expose as counters.
+Each call's time split (tokenize / infer / pool) is added to `Encoder.totals`; a server
+that publishes Prometheus counters gives its encoder `Counters()` (and adds the time it
+spends writing answers, `serialize`), and its adapter reads them with `engine_metrics` and
+`breakdown` as the step's `server_tokenize_ms`, `server_infer_ms`, ... per request.
 """
 
 from __future__ import annotations
@@ -23,8 +25,54 @@ from typing import Any
 
 import numpy as np
 
+from harness.prometheus import MetricsPage, Sample
+
 BACKBONES = ("eager", "torchscript", "onnx", "bf16")
-TIMES = ("tokenize", "infer", "pool")
+TIMES = ("tokenize", "infer", "pool", "serialize")
+PREFIX = "servingbench_embed"
+SAMPLES = {
+    "texts": Sample(f"{PREFIX}_texts_total"),
+    "tokens": Sample(f"{PREFIX}_tokens_total"),
+    **{f"{part}_s": Sample(f"{PREFIX}_{part}_seconds_total") for part in TIMES},
+}
+
+
+def engine_metrics(path: str = "/metrics", port: str = "http") -> MetricsPage:
+    """The pipeline's counters on a stack's page."""
+    return MetricsPage(SAMPLES, path=path, port=port)
+
+
+def breakdown(before: dict[str, float], after: dict[str, float], requests: int) -> dict[str, float]:
+    """A step's server view from two readings: ms per request in each part, tokens per text."""
+    texts = after.get("texts", 0.0) - before.get("texts", 0.0)
+    if not requests or texts <= 0:
+        return {}
+    view = {f"server_{part}_ms": (after.get(f"{part}_s", 0.0) - before.get(f"{part}_s", 0.0))
+            * 1000 / requests for part in TIMES}  # fmt: skip
+    view["server_tokens_mean"] = (after.get("tokens", 0.0) - before.get("tokens", 0.0)) / texts
+    return view
+
+
+class Counters:
+    """The pipeline's Prometheus counters in this process (prometheus_client's registry)."""
+
+    def __init__(self) -> None:
+        import prometheus_client
+
+        def counter(name: str, doc: str) -> Any:
+            return prometheus_client.Counter(f"{PREFIX}_{name}", doc)
+
+        self.texts = counter("texts", "texts embedded")
+        self.tokens = counter("tokens", "tokens embedded, [CLS] and [SEP] included")
+        self.seconds = {
+            part: counter(f"{part}_seconds", f"seconds spent: {part}") for part in TIMES
+        }
+
+    def add(self, texts: int, tokens: int, seconds: dict[str, float]) -> None:
+        self.texts.inc(texts)
+        self.tokens.inc(tokens)
+        for part, value in seconds.items():
+            self.seconds[part].inc(value)
 
 
 def as_texts(values: Any) -> np.ndarray:
@@ -74,6 +122,7 @@ class Encoder:
         self.totals = dict.fromkeys(TIMES, 0.0)  # seconds, summed over calls
         self.calls = 0
         self.tokens = 0
+        self.counters: Counters | None = None  # set by a server that publishes them
         self._run = _BACKBONE_LOADERS[self.backbone](variant_dir, info, threads)
 
     def __call__(self, texts: np.ndarray) -> np.ndarray:
@@ -87,11 +136,13 @@ class Encoder:
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         out = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
         t3 = time.perf_counter()
-        self.totals["tokenize"] += t1 - t0
-        self.totals["infer"] += t2 - t1
-        self.totals["pool"] += t3 - t2
+        seconds = {"tokenize": t1 - t0, "infer": t2 - t1, "pool": t3 - t2}
+        for part, value in seconds.items():
+            self.totals[part] += value
         self.calls += 1
         self.tokens += int(mask.sum())
+        if self.counters is not None:
+            self.counters.add(len(ids), int(mask.sum()), seconds)
         return out
 
 

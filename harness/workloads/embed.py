@@ -8,13 +8,16 @@
 - fidelity: every answer to `fidelity.samples` texts, sent one at a time as the load will,
   has the variant's dimension and a cosine of at least `fidelity.min_cosine` with the
   variant's own embedding
-- step figures: the core ones (latency, request rate)
+- step figures: the core ones (latency, request rate) and, where the stack publishes the
+  pipeline's counters (FastAPI), the server's time per request in tokenize / infer / pool /
+  serialize and the tokens per text
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from harness.columns import Column
 from harness.embedding_variants import EMBED_VARIANT_NAMES
 from harness.workloads.base import Workload
 
@@ -31,6 +34,13 @@ class EmbedWorkload(Workload):
     name: ClassVar[str] = "embed"
     description: ClassVar[str] = "text in, sentence embedding out"
     variant_names: ClassVar[tuple[str, ...]] = EMBED_VARIANT_NAMES
+    # the server's own split of each request (harness/embedding.py `breakdown`)
+    columns: ClassVar[tuple[Column, ...]] = tuple(
+        Column(name, unit, family="embed", mean=True, mlflow=True)
+        for name, unit in (("server_tokenize_ms", "ms"), ("server_infer_ms", "ms"),
+                           ("server_pool_ms", "ms"), ("server_serialize_ms", "ms"),
+                           ("server_tokens_mean", ""))
+    )  # fmt: skip
 
     @classmethod
     def variant_availability(cls, name: str) -> tuple[bool, str]:
