@@ -386,6 +386,12 @@ def _step_problems(data: RunData) -> list[tuple[str, str | None]]:
     return found
 
 
+def _cosine(validation: dict[str, Any]) -> str:
+    """A sentence encoder's cosine with the fp32 reference, mean / minimum ("" for others)."""
+    mean, least = validation.get("cosine_mean"), validation.get("cosine_min")
+    return f"{mean:.4f} / {least:.4f}" if fmt.finite(mean) and fmt.finite(least) else ""
+
+
 def _variants(data: RunData) -> list[dict[str, Any]]:
     rows = []
     for variant in data.variants:
@@ -403,6 +409,7 @@ def _variants(data: RunData) -> list[dict[str, Any]]:
                 "drop_points": drop,
                 "max_abs_diff": v.get("max_abs_diff"),
                 "agreement": v.get("agreement"),
+                "cosine": _cosine(v),
                 "status": v.get("status"),
                 "reason": v.get("reason") or "",
             }

@@ -241,7 +241,9 @@ def variant_sentences(data: RunData, verdicts: Verdicts) -> list[str]:
         v = accuracy.get(variant, {})
         acc, ref = v.get("accuracy"), v.get("reference_accuracy")
         drop = (ref - acc) * 100 if fmt.finite(acc) and fmt.finite(ref) else None
-        if drop is None:
+        if v.get("cosine_mean") is not None:  # a sentence encoder: how close to fp32
+            acc_text = f"mean cosine {v['cosine_mean']:.4f} with the fp32 embeddings"
+        elif drop is None:
             acc_text = "accuracy not measured"
         else:
             acc_text = "accuracy unchanged" if abs(drop) < 0.05 else f"accuracy {-drop:+.1f} points"
