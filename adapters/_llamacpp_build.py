@@ -124,6 +124,48 @@ def ensure_built(log: Path | None = None, jobs: int | None = None) -> Path:
     return server_binary()
 
 
+def converter_dir() -> Path:
+    version = SDIST.split("==")[1]
+    return envs_root() / f"llama.cpp-convert-{version}"
+
+
+def ensure_converter(log: Path) -> Path:
+    """llama.cpp's own `convert_hf_to_gguf.py` (with its `gguf-py` and `conversion/`), taken
+    from the same sdist and kept beside the binary: it writes GGUF files of the models the
+    harness does not export itself (a BERT sentence encoder). Returns the script."""
+    final = converter_dir()
+    script = final / "convert_hf_to_gguf.py"
+    if (final / ".complete").exists():
+        return script
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory(prefix=".llama-convert-", dir=final.parent) as tmp,
+        log.open("ab") as out,
+    ):
+        work = Path(tmp)
+        _run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary",
+              "llama-cpp-python", "--disable-pip-version-check", "-d", str(work), SDIST],
+             out)  # fmt: skip
+        sdist = next(work.glob("llama_cpp_python-*.tar.gz"))
+        staged = work / "staged"
+        prefix = f"{sdist.name.removesuffix('.tar.gz')}/vendor/llama.cpp/"
+        keep = ("convert_hf_to_gguf.py", "gguf-py/", "conversion/", "LICENSE")
+        with tarfile.open(sdist) as tar:
+            members = [m for m in tar.getmembers() if m.name.startswith(prefix)
+                       and m.name[len(prefix):].startswith(keep)]  # fmt: skip
+            for member in members:
+                member.name = member.name[len(prefix) :]
+            tar.extractall(staged, members=members, filter="data")
+        (staged / ".complete").write_text("ok\n")
+        staged.chmod(0o755)
+        try:
+            staged.rename(final)
+        except OSError:  # written concurrently by someone else
+            if not (final / ".complete").exists():
+                raise
+    return script
+
+
 def _run(cmd: list[str], out: IO[bytes]) -> None:
     out.write(f"$ {' '.join(cmd)}\n".encode())
     out.flush()

@@ -15,12 +15,20 @@ Recipe
   `prompt_cache: true`; its `prompt_tokens_cached` counter is a step column
 - server view: Prometheus `/metrics` (tokens predicted and prompt tokens processed, with
   their seconds), scraped around each step: server-side decode and prefill time per request
+- sentence embeddings (minilm eager = f32, bf16): a GGUF of the encoder written by
+  llama.cpp's own `convert_hf_to_gguf.py` (from the same sdist, cached per variant), served
+  with `--embeddings --pooling mean` (normalized answers) on OpenAI `/v1/embeddings`;
+  llama.cpp tokenizes. It does not truncate: a text longer than the variant's `max_length`
+  would be embedded whole (the corpus stays under it; fidelity would show it otherwise)
 - container: `ghcr.io/ggml-org/llama.cpp:server` (`:server-cuda` with GPUs), the variant
   folder mounted read-only at /model
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -37,15 +45,21 @@ from harness.adapter import (
     Server,
     token_breakdown,
 )
-from harness.errors import UnavailableError
+from harness.cache import cached_build, recipe_hash
+from harness.errors import LaunchError, UnavailableError
 from harness.llm.gguf_export import PRECISIONS
 from harness.llm.variants import gguf_file
 from harness.prometheus import MetricsPage, Sample
+from harness.protocols.base import Client
+from harness.protocols.openai_embeddings import OpenAIEmbeddingsClient
 from harness.stack import binary_version
 from harness.tunables import IntRange, Tunable
 from harness.variants import BuiltVariant
 
 IMAGE = "ghcr.io/ggml-org/llama.cpp:{tag}"
+# the sentence encoder's variants, as the GGUF type the converter writes
+EMBED_TYPES = {"eager": "f32", "bf16": "bf16"}
+EMBED_MODEL = "minilm"
 
 
 class LlamaCppConfig(AdapterConfig):
@@ -66,7 +80,9 @@ class LlamaCppConfig(AdapterConfig):
 class LlamaCppAdapter(OpenAIAdapter[LlamaCppConfig]):
     kind: ClassVar[str] = "llamacpp"
     config_class = LlamaCppConfig
-    variants = frozenset(PRECISIONS)  # GGUF files (int8 is a transformers-only variant)
+    workloads = frozenset({"generate", "embed"})
+    # GGUF files (int8 is a transformers-only variant); the encoder's f32 and bf16
+    variants = frozenset(PRECISIONS) | frozenset(EMBED_TYPES)
     tunables = (
         Tunable("slots", IntRange(1, 32, log=True), "parallel sequences decoded together"),
         Tunable("threads", IntRange(1, 64), "decode threads", limit="server_cpus"),
@@ -107,8 +123,52 @@ class LlamaCppAdapter(OpenAIAdapter[LlamaCppConfig]):
             return Availability(False, f"cannot build llama-server: missing {', '.join(missing)}")
         return Availability(True, "built from source on first use (~8 min on 2 cores)")
 
+    def __init__(self, config: LlamaCppConfig) -> None:
+        super().__init__(config)
+        self._encoder_gguf: Path | None = None
+
+    @property
+    def embeds(self) -> bool:
+        return self.workload == "embed"
+
+    def supports(self, variant: str) -> bool:
+        return variant in (EMBED_TYPES if self.embeds else PRECISIONS)
+
     def prepare(self, variant: BuiltVariant, workdir: Path) -> None:
         build.ensure_built(log=workdir / "llama-build.log")
+        if self.embeds:
+            self._encoder_gguf = self._convert(variant, workdir)
+
+    def _convert(self, variant: BuiltVariant, workdir: Path) -> Path:
+        """The encoder's GGUF, written once per variant by llama.cpp's own converter."""
+        script = build.ensure_converter(workdir / "llama-convert.log")
+        outtype = EMBED_TYPES[variant.name]
+        key = recipe_hash(variant.sha256, outtype, build.SDIST)
+
+        def convert(out: Path) -> None:
+            # the harness's own Python: it has torch, transformers and numpy the script needs
+            argv = [sys.executable, str(script), str(variant.path / "hf"), "--outfile",
+                    str(out / "model.gguf"), "--outtype", outtype]  # fmt: skip
+            env = {
+                **os.environ,
+                "PYTHONPATH": str(script.parent / "gguf-py"),
+                "HF_HUB_OFFLINE": "1",
+            }
+            try:
+                done = subprocess.run(argv, env=env, capture_output=True, text=True,
+                                      timeout=600, check=False)  # fmt: skip
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise LaunchError(f"convert_hf_to_gguf.py could not run: {exc}") from exc
+            if done.returncode != 0:
+                raise LaunchError("convert_hf_to_gguf.py failed", done.stderr[-3000:])
+
+        return cached_build("variants/minilm-gguf", key, convert) / "model.gguf"
+
+    def client(self, server: Server) -> Client:  # type: ignore[override]
+        if not self.embeds:
+            return super().client(server)
+        assert server.base_url is not None
+        return OpenAIEmbeddingsClient(server.base_url, EMBED_MODEL)
 
     def _args(self, model: str, host: str, port: int) -> list[str]:
         c = self.config
@@ -136,6 +196,9 @@ class LlamaCppAdapter(OpenAIAdapter[LlamaCppConfig]):
             args.append("--no-repack")
         if not self.prompt_cache:  # no host-RAM prompt cache either (8 GiB by default)
             args += ["--cache-ram", "0"]
+        if self.embeds:  # an encoder sees a whole text at once: one physical batch holds it
+            args += ["--embeddings", "--pooling", "mean", "-ub", "512"]
+            args += [] if c.batch_size else ["-b", "512"]
         return args + list(c.extra_args)
 
     def extra_body(self) -> dict[str, Any]:
@@ -145,7 +208,7 @@ class LlamaCppAdapter(OpenAIAdapter[LlamaCppConfig]):
     def process_spec(
         self, variant: BuiltVariant, workdir: Path, host: str, ports: dict[str, int]
     ) -> ProcessSpec:
-        model = gguf_file(variant)
+        model = self._encoder_gguf if self.embeds else gguf_file(variant)
         if model is None:
             raise UnavailableError(f"variant {variant.name} has no GGUF file for llama.cpp")
         return ProcessSpec(
@@ -170,5 +233,7 @@ class LlamaCppAdapter(OpenAIAdapter[LlamaCppConfig]):
     def breakdown(
         self, before: dict[str, float], after: dict[str, float], requests: int
     ) -> dict[str, float]:
+        if self.embeds:  # no generation counters to read
+            return {}
         times = {"server_decode_ms": "decode_s", "server_prefill_ms": "prefill_s"}
         return token_breakdown(before, after, requests, times)

