@@ -166,6 +166,10 @@ def model_class() -> type[Any]:
             self.info = read_variant(Path(self.variant_dir))
             self._predict = load_predictor(self.variant_dir)
             self._predict(warmup_batch(self.info))  # the first call allocates: not a request's
+            if takes_text(self.info):  # the pipeline's time split, on KServe's /metrics page
+                from harness.embedding import Counters
+
+                self._predict.counters = Counters()
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
             self.ready = True
             return True

@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import Field, PositiveInt, model_validator
 
+from harness import embedding
 from harness.adapter import (
     Adapter,
     AdapterConfig,
@@ -131,11 +132,15 @@ class KserveAdapter(Adapter[KserveConfig]):
         return {**super().settings(), **(serving.SETTINGS if self.generates else {})}
 
     def metrics_page(self, server: Server) -> MetricsPage | None:
+        if self.workload == "embed":  # the pipeline's counters, on KServe's own /metrics
+            return embedding.engine_metrics()
         return serving.engine_metrics(port="llm_metrics") if self.generates else None
 
     def breakdown(
         self, before: dict[str, float], after: dict[str, float], requests: int
     ) -> dict[str, float]:
+        if self.workload == "embed":
+            return embedding.breakdown(before, after, requests)
         return token_breakdown(before, after, requests, serving.TIMES_MS)
 
     def server_args(self, variant_dir: str, host: str, http_port: int, grpc_port: int) -> list[str]:
