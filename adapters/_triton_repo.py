@@ -150,7 +150,13 @@ class TritonPythonModel:
         # a text encoder takes the (N, 1) strings as they come (bytes) and tokenizes them
         self.predict = load_predictor(params["variant_dir"])
         # the first call allocates: not on a request
-        self.predict(warmup_batch(read_variant(params["variant_dir"])))
+        info = read_variant(params["variant_dir"])
+        self.predict(warmup_batch(info))
+        if info.get("input_dtype") == "text":  # the encoder's time split, as custom metrics
+            from adapters._triton_llm_model import _Metric
+            from harness.embedding import Counters
+
+            self.predict.counters = Counters(_Metric)
 
     def execute(self, requests):
         inputs = [

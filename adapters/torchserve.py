@@ -37,6 +37,7 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import Field, NonNegativeInt, PositiveInt
 
+from harness import embedding
 from harness.adapter import (
     Adapter,
     AdapterConfig,
@@ -51,7 +52,7 @@ from harness.k8s_spec import PROTOCOL_V1, KServePredictor
 from harness.launchers.base import TEMP_PREFIX, owned
 from harness.llm import serving
 from harness.net import http
-from harness.prometheus import MetricsPage, Sample
+from harness.prometheus import MetricsPage, Sample, page_url, scrape
 from harness.protocols import PlainJsonClient
 from harness.protocols.base import Client
 from harness.protocols.openai import OpenAIClient
@@ -98,6 +99,16 @@ class TorchserveAdapter(Adapter[TorchserveConfig]):
 
     def metrics_page(self, server: Server) -> MetricsPage | None:
         return serving.engine_metrics(port="llm_metrics") if self.generates else self.metrics
+
+    def server_metrics(self, server: Server) -> dict[str, float]:
+        """TorchServe's own page, and for a sentence encoder the pipeline's counters, which
+        the first worker serves on a port of their own (`llm_metrics`)."""
+        found = super().server_metrics(server)
+        if self.workload == "embed":
+            page = embedding.engine_metrics(port="llm_metrics")
+            url = page_url(server, page)
+            found |= scrape(url, page.samples) if url else {}
+        return found
 
     def own_versions(self, server: Server) -> dict[str, str | None]:
         return {"java": binary_version(["java", "-version"])}  # its frontend's JVM
@@ -209,8 +220,9 @@ class TorchserveAdapter(Adapter[TorchserveConfig]):
                 "--model-store", str(workdir / "model-store")]  # fmt: skip
         env = {"TMPDIR": tmp, "TEMP": tmp, "LOG_LOCATION": str(workdir / "logs"),
                "METRICS_LOCATION": str(workdir / "logs"), "PYTHONPATH": _pythonpath()}  # fmt: skip
-        if self.workload == "embed":
-            env["SB_VARIANT_DIR"] = str(variant.path)
+        if self.workload == "embed":  # the first worker serves the pipeline's counters
+            env |= {"SB_VARIANT_DIR": str(variant.path), "SB_METRICS_HOST": host,
+                    "SB_METRICS_PORT": str(ports["llm_metrics"])}  # fmt: skip
         if self.generates:  # the workers inherit these
             env |= {"SB_VARIANT_DIR": str(variant.path), "SB_METRICS_HOST": host,
                     "SB_METRICS_PORT": str(ports["llm_metrics"])}  # fmt: skip
@@ -279,7 +291,9 @@ class TorchserveAdapter(Adapter[TorchserveConfig]):
 
         queue_ms, inference_ms = per_request_ms("queue_us"), per_request_ms("inference_us")
         # inference latency counts from the frontend's receipt: compute = that minus queueing
-        return {"server_queue_ms": queue_ms, "server_compute_ms": inference_ms - queue_ms}
+        split = embedding.breakdown(before, after, requests) if self.workload == "embed" else {}
+        return {"server_queue_ms": queue_ms, "server_compute_ms": inference_ms - queue_ms,
+                **split}  # fmt: skip
 
 
 def _pythonpath() -> str:
@@ -303,12 +317,29 @@ _predict = None
 _info = None
 
 
+def _publish(encoder):
+    """The encoder's time split on a port of its own, served by the first worker (the
+    others count unseen: the split per request is the same)."""
+    import prometheus_client
+
+    from harness.embedding import Counters
+
+    encoder.counters = Counters()
+    try:
+        prometheus_client.start_http_server(int(os.environ["SB_METRICS_PORT"]),
+                                            addr=os.environ["SB_METRICS_HOST"])
+    except OSError:
+        pass
+
+
 def handle(data, context):
     global _predict, _info
     if _predict is None:
         folder = os.environ.get("SB_VARIANT_DIR") or context.system_properties["model_dir"]
         _info = read_variant(folder)
         _predict = load_predictor(folder)
+        if _info.get("input_dtype") == "text" and os.environ.get("SB_METRICS_PORT"):
+            _publish(_predict)
     if data is None:
         return None
     batches = []

@@ -51,6 +51,7 @@ from adapters._triton_repo import (
     write_llm_repository,
     write_repository,
 )
+from harness import embedding
 from harness.adapter import (
     Adapter,
     AdapterConfig,
@@ -203,6 +204,8 @@ class TritonAdapter(Adapter[TritonConfig]):
                 **serving.SETTINGS}  # fmt: skip
 
     def metrics_page(self, server: Server) -> MetricsPage | None:
+        if self.workload == "embed":  # Triton's own counters and the encoder's split
+            return MetricsPage({**METRICS.samples, **embedding.SAMPLES}, port="metrics")
         if not self.generates:
             return METRICS
         return MetricsPage({**METRICS.samples, **serving.SAMPLES}, port="metrics",
@@ -359,13 +362,14 @@ class TritonAdapter(Adapter[TritonConfig]):
                 waited = after["queue_us"] - before.get("queue_us", 0.0)
                 view["server_queue_ms"] = view.get("server_queue_ms", 0.0) + waited / 1e3 / requests
             return view
+        split = embedding.breakdown(before, after, requests) if self.workload == "embed" else {}
         delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in METRICS.samples}
         if not before or delta["success"] <= 0:
-            return {}
+            return split
         served = delta["success"]
         compute_us = delta["input_us"] + delta["infer_us"] + delta["output_us"]
         result = {"server_queue_ms": delta["queue_us"] / served / 1000,
                   "server_compute_ms": compute_us / served / 1000}  # fmt: skip
         if delta["executions"] > 0:  # instances per model execution: the real batch size
             result["server_batch_avg"] = delta["inferences"] / delta["executions"]
-        return result
+        return {**result, **split}

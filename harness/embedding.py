@@ -20,6 +20,7 @@ spends writing answers, `serialize`), and its adapter reads them with `engine_me
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +58,15 @@ def breakdown(before: dict[str, float], after: dict[str, float], requests: int) 
 
 
 class Counters:
-    """The pipeline's Prometheus counters in this process (prometheus_client's registry)."""
+    """The pipeline's Prometheus counters in this process: prometheus_client's registry,
+    unless a stack brings its own `make(kind, name, doc)` (Triton's custom metrics)."""
 
-    def __init__(self) -> None:
-        import prometheus_client
-
+    def __init__(self, make: Callable[[str, str, str], Any] | None = None) -> None:
         def counter(name: str, doc: str) -> Any:
+            if make is not None:
+                return make("counter", f"{PREFIX}_{name}", doc)
+            import prometheus_client
+
             return prometheus_client.Counter(f"{PREFIX}_{name}", doc)
 
         self.texts = counter("texts", "texts embedded")
