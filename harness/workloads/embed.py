@@ -9,8 +9,8 @@
   has the variant's dimension and a cosine of at least `fidelity.min_cosine` with the
   variant's own embedding
 - step figures: the core ones (latency, request rate) and, where the stack publishes the
-  pipeline's counters (FastAPI, TorchServe, Triton, KServe), the server's time per request in tokenize / infer / pool /
-  serialize and the tokens per text
+  pipeline's counters (FastAPI, TorchServe, Triton, KServe), the server's time per request
+  in tokenize / infer / pool / serialize and the tokens per text
 """
 
 from __future__ import annotations
