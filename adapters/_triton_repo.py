@@ -149,9 +149,8 @@ class TritonPythonModel:
         self.output_name = params["output_name"]
         # a text encoder takes the (N, 1) strings as they come (bytes) and tokenizes them
         self.predict = load_predictor(params["variant_dir"])
-        # the first call allocates: not on a request
         info = read_variant(params["variant_dir"])
-        self.predict(warmup_batch(info))
+        self.predict(warmup_batch(info))  # the first call allocates: not on a request
         if info.get("input_dtype") == "text":  # the encoder's time split, as custom metrics
             from adapters._triton_llm_model import _Metric
             from harness.embedding import Counters

@@ -220,10 +220,9 @@ class TorchserveAdapter(Adapter[TorchserveConfig]):
                 "--model-store", str(workdir / "model-store")]  # fmt: skip
         env = {"TMPDIR": tmp, "TEMP": tmp, "LOG_LOCATION": str(workdir / "logs"),
                "METRICS_LOCATION": str(workdir / "logs"), "PYTHONPATH": _pythonpath()}  # fmt: skip
-        if self.workload == "embed":  # the first worker serves the pipeline's counters
-            env |= {"SB_VARIANT_DIR": str(variant.path), "SB_METRICS_HOST": host,
-                    "SB_METRICS_PORT": str(ports["llm_metrics"])}  # fmt: skip
-        if self.generates:  # the workers inherit these
+        # the workers inherit these; the first one serves the engine's (or the sentence
+        # encoder's) counters on a port of their own
+        if self.generates or self.workload == "embed":
             env |= {"SB_VARIANT_DIR": str(variant.path), "SB_METRICS_HOST": host,
                     "SB_METRICS_PORT": str(ports["llm_metrics"])}  # fmt: skip
         return ProcessSpec(argv=argv, env=env, cwd=workdir)
