@@ -273,6 +273,11 @@ class OpenAIAdapter(Adapter[C]):
     variants: ClassVar[frozenset[str]] = frozenset(LLM_VARIANT_NAMES)
     served_model_name: ClassVar[str] = "tiny-llama"
 
+    def __init__(self, config: C) -> None:
+        super().__init__(config)
+        # generation until the runner says otherwise, also for a server that embeds too
+        self.workload = "generate"
+
     def client(self, server: Server) -> OpenAIClient:
         assert server.base_url is not None
         return OpenAIClient(server.base_url, self.model_name(), extra_body=self.extra_body())
