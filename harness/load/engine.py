@@ -452,7 +452,9 @@ async def _watch_saturation(
         arrived = served + queue[-1] - queue[0]
         if (grew and queue[-1] >= max(SATURATION_MIN_QUEUE, 2 * queue[0])
                 and served < SATURATION_SERVED * arrived):  # fmt: skip
-            edge = warmup_end + (now - warmup_end) // window_ns * window_ns
+            # the window edge just passed: a wake-up a hair before it (loop time is a float,
+            # these are integer ns) must not drop the last window of growth it judged
+            edge = warmup_end + (now - warmup_end + 1_000_000) // window_ns * window_ns
             state["stop_ns"] = max(edge, warmup_end + window_ns)
             span_s = (recent[-1][0] - recent[0][0]) / 1e9
             ending["ended_by"] = "saturated"

@@ -119,3 +119,18 @@ def test_the_servers_time_split() -> None:
     assert view["server_infer_ms"] == pytest.approx(10.0)
     assert view["server_tokenize_ms"] == pytest.approx(1.0)
     assert breakdown(after, after, requests=100) == {}  # nothing served: no view
+
+
+def test_servers_of_several_families_default_to_their_first_one() -> None:
+    """Built directly (tests, the Python API), an adapter serves its original family until
+    the runner says otherwise: vLLM and llama.cpp generate, the Python stacks infer."""
+    from adapters.fastapi import FastapiAdapter, FastapiConfig
+    from adapters.llamacpp import LlamaCppAdapter, LlamaCppConfig
+    from adapters.vllm import VllmAdapter, VllmConfig
+
+    assert LlamaCppAdapter(LlamaCppConfig(kind="llamacpp")).workload == "generate"
+    assert VllmAdapter(VllmConfig(kind="vllm")).workload == "generate"
+    assert FastapiAdapter(FastapiConfig(kind="fastapi")).workload == "tensor"
+    llama = LlamaCppAdapter(LlamaCppConfig(kind="llamacpp"))
+    llama.workload = "embed"
+    assert llama.supports("eager") and not llama.supports("q8_0")
