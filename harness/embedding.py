@@ -11,9 +11,9 @@ process, so where the tokenizer runs is the same everywhere (on the server):
 (`harness.runtime`): an array of N strings in, float32 (N, dim) out. A variant folder holds
 `variant.json` (`format: text-encoder`, `backbone`, `max_length`), `tokenizer.json`, and
 the backbone's files (`hf/` for eager and bf16, `model.torchscript.pt`, `model.onnx`).
-Each call's time split (tokenize / infer / pool) is added to `Encoder.totals`; a server
-that publishes Prometheus counters gives its encoder `Counters()` (and adds the time it
-spends writing answers, `serialize`), and its adapter reads them with `engine_metrics` and
+A server that publishes Prometheus counters gives its encoder `Counters()`, to which each
+call adds its time split (tokenize / infer / pool; the server adds the time it spends
+writing answers, `serialize`), and its adapter reads them with `engine_metrics` and
 `breakdown` as the step's `server_tokenize_ms`, `server_infer_ms`, ... per request.
 """
 
@@ -28,7 +28,6 @@ import numpy as np
 
 from harness.prometheus import MetricsPage, Sample
 
-BACKBONES = ("eager", "torchscript", "onnx", "bf16")
 TIMES = ("tokenize", "infer", "pool", "serialize")
 PREFIX = "servingbench_embed"
 SAMPLES = {
@@ -123,14 +122,9 @@ class Encoder:
     """tokenize -> backbone -> mean pool -> normalize, with the time of each part."""
 
     def __init__(self, variant_dir: Path, info: dict[str, Any], threads: int) -> None:
-        self.max_length = int(info["max_length"])
-        self.tokenizer = load_tokenizer(variant_dir / "tokenizer.json", self.max_length)
-        self.backbone = info["backbone"]
-        self.totals = dict.fromkeys(TIMES, 0.0)  # seconds, summed over calls
-        self.calls = 0
-        self.tokens = 0
+        self.tokenizer = load_tokenizer(variant_dir / "tokenizer.json", int(info["max_length"]))
         self.counters: Counters | None = None  # set by a server that publishes them
-        self._run = _BACKBONE_LOADERS[self.backbone](variant_dir, info, threads)
+        self._run = _BACKBONE_LOADERS[info["backbone"]](variant_dir, info, threads)
 
     def __call__(self, texts: np.ndarray) -> np.ndarray:
         t0 = time.perf_counter()
@@ -143,12 +137,8 @@ class Encoder:
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         out = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
         t3 = time.perf_counter()
-        seconds = {"tokenize": t1 - t0, "infer": t2 - t1, "pool": t3 - t2}
-        for part, value in seconds.items():
-            self.totals[part] += value
-        self.calls += 1
-        self.tokens += int(mask.sum())
         if self.counters is not None:
+            seconds = {"tokenize": t1 - t0, "infer": t2 - t1, "pool": t3 - t2}
             self.counters.add(len(ids), int(mask.sum()), seconds)
         return out
 
@@ -200,15 +190,9 @@ def _torchscript(variant_dir: Path, info: dict[str, Any], threads: int) -> Any:
 
 
 def _onnx(variant_dir: Path, info: dict[str, Any], threads: int) -> Any:
-    import onnxruntime as ort
+    from harness.runtime import onnx_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(
-        str(variant_dir / info["artifact"]), opts, providers=["CPUExecutionProvider"]
-    )
+    session = onnx_session(variant_dir / info["artifact"], threads)
 
     def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         feeds = {"input_ids": ids, "attention_mask": mask}

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from harness.cache import cached_build, file_sha256, recipe_hash, source_of
+from harness.fidelity import cosines
 from harness.variants import BuiltVariant, Validation, _in_tempdir
 
 EMBED_VARIANT_NAMES = ("eager", "torchscript", "onnx", "onnx-int8", "bf16")
@@ -46,7 +47,7 @@ def _link(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def _with_hf(bundle: Any, out: Path) -> None:
+def _with_hf(bundle: Any, out: Path, spec: Any) -> None:
     """The model folder (`hf/`: weights, tokenizer, pooling config) for transformers and vLLM."""
     source = bundle.path / "hf"
     for path in source.rglob("*"):
@@ -87,10 +88,6 @@ class _Backbone:
         tokenizer = load_tokenizer(bundle.path / "tokenizer.json", max_length)
         ids, mask = tokenize(tokenizer, bundle.x_train[:count])
         return torch.from_numpy(ids), torch.from_numpy(mask)
-
-
-def _build_eager(bundle: Any, out: Path, spec: Any) -> None:
-    _with_hf(bundle, out)
 
 
 def _build_torchscript(bundle: Any, out: Path, spec: Any) -> None:
@@ -141,17 +138,13 @@ def _build_onnx_int8(bundle: Any, out: Path, spec: Any) -> None:
     (out / "fp32.onnx").unlink()
 
 
-def _build_bf16(bundle: Any, out: Path, spec: Any) -> None:
-    _with_hf(bundle, out)
-
-
 # name: (precision, backbone, artifact, build)
 RECIPES: dict[str, tuple[str, str, str, Callable[[Any, Path, Any], None]]] = {
-    "eager": ("fp32", "eager", "hf/model.safetensors", _build_eager),
+    "eager": ("fp32", "eager", "hf/model.safetensors", _with_hf),
     "torchscript": ("fp32", "torchscript", "model.torchscript.pt", _build_torchscript),
     "onnx": ("fp32", "onnx", "model.onnx", _build_onnx),
     "onnx-int8": ("int8", "onnx", "model.int8.onnx", _build_onnx_int8),
-    "bf16": ("bf16", "bf16", "hf/model.safetensors", _build_bf16),
+    "bf16": ("bf16", "bf16", "hf/model.safetensors", _with_hf),  # cast when loaded
 }
 assert tuple(RECIPES) == EMBED_VARIANT_NAMES
 
@@ -226,9 +219,7 @@ def nearest(embeddings: np.ndarray) -> np.ndarray:
 def validate_embeddings(
     outputs: np.ndarray, reference: np.ndarray, precision: str, min_cosine: float
 ) -> Validation:
-    cosine = (outputs * reference).sum(axis=1) / np.maximum(
-        np.linalg.norm(outputs, axis=1) * np.linalg.norm(reference, axis=1), 1e-12
-    )
+    cosine = cosines(outputs, reference)
     agreement = float((nearest(outputs) == nearest(reference)).mean())
     mean, least = float(cosine.mean()), float(cosine.min())
     result = Validation(

@@ -71,6 +71,12 @@ def check_fidelity(
     return FidelityResult(not problems, len(answers), max_abs, agreement, "; ".join(problems))
 
 
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two (N, dim) arrays."""
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.asarray((a * b).sum(axis=1) / np.maximum(norms, 1e-12))
+
+
 def check_embeddings(
     infer: Callable[[np.ndarray], np.ndarray],
     texts: np.ndarray,
@@ -94,8 +100,7 @@ def check_embeddings(
         got.append(out[0])
     answers = np.stack(got)
     reference = expected[: len(answers)]
-    norms = np.linalg.norm(answers, axis=1) * np.linalg.norm(reference, axis=1)
-    cosine = (answers * reference).sum(axis=1) / np.maximum(norms, 1e-12)
+    cosine = cosines(answers, reference)
     holding = float((cosine >= min_cosine).mean())
     max_abs = float(np.abs(answers - reference).max())
     message = ""

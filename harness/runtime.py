@@ -84,14 +84,19 @@ def load_predictor(variant_dir: str | Path, threads: int | None = None) -> Predi
     raise ValueError(f"{variant_dir}: unknown variant format {fmt!r}")
 
 
-def _onnx_predictor(path: Path, threads: int) -> Predictor:
+def onnx_session(path: Path, threads: int) -> Any:
+    """An ONNX Runtime CPU session on `threads` intra-op threads (one inter-op), quiet."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _onnx_predictor(path: Path, threads: int) -> Predictor:
+    session = onnx_session(path, threads)
     input_name = session.get_inputs()[0].name
 
     def predict(batch: np.ndarray) -> np.ndarray:

@@ -19,18 +19,18 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.columns import Column
 from harness.embedding_variants import EMBED_VARIANT_NAMES
-from harness.workloads.base import Workload
+from harness.workloads.tensor import TensorWorkload
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from harness.adapter import Adapter, Server
     from harness.fidelity import FidelityResult
-    from harness.load.endpoints import Endpoint
     from harness.variants import BuiltVariant
 
 
-class EmbedWorkload(Workload):
+class EmbedWorkload(TensorWorkload):
+    """The tensor family's requests, client and endpoint, with texts for inputs (a protocol
+    client sends a batch of strings as its text form); its own variants and fidelity."""
+
     name: ClassVar[str] = "embed"
     description: ClassVar[str] = "text in, sentence embedding out"
     variant_names: ClassVar[tuple[str, ...]] = EMBED_VARIANT_NAMES
@@ -56,23 +56,6 @@ class EmbedWorkload(Workload):
         from harness.embedding_variants import build_embed_variant
 
         return build_embed_variant(name, self.bundle, self.scenario.variants)
-
-    def texts(self) -> np.ndarray:
-        """The request payloads: the first `dataset.samples` held-out sentences."""
-        count = min(self.scenario.dataset.samples, len(self.bundle.x_test))
-        return self.bundle.x_test[:count]
-
-    def _client(self, adapter: Adapter[Any], server: Server) -> Any:
-        from harness.protocols.base import TensorClient
-
-        return self.client_of(adapter, server, TensorClient)
-
-    def endpoint(self, adapter: Adapter[Any], server: Server) -> Endpoint:
-        """One text per request; the answers' shape checked as the load runs."""
-        assert server.variant is not None
-        texts = self.texts()
-        expected = server.variant.outputs_test()[: len(texts)]
-        return self._client(adapter, server).endpoint(texts, expected)
 
     def check_fidelity(self, adapter: Adapter[Any], server: Server) -> FidelityResult:
         from harness.fidelity import check_embeddings

