@@ -1,5 +1,6 @@
-"""Sessions: benchmark (the main job), benchmark_llm, tests, vllm_tests, docker_tests, lint,
-typecheck, loadgen_bench, gate_bench, perf_analyzer, perf (the harness's own performance suite).
+"""Sessions: benchmark (the main job), benchmark_llm, tests, vllm_tests, docker_tests,
+ray_tests, lint, typecheck, loadgen_bench, gate_bench, perf_analyzer, perf (the harness's own
+performance suite).
 
 Torch is installed first and pinned: on this kind of machine `pip install torch==2.13.0`
 takes the local CPU build, where an unpinned resolver would fetch a multi-GB CUDA build.
@@ -111,8 +112,19 @@ def tests(session: nox.Session) -> None:
     session.install("-e", "tests/out_of_tree/servingbench-echo")
     # llama-server for the llama.cpp tests: built once per machine (~10 min), then cached
     session.run("python", "-m", "adapters._llamacpp_build")
-    session.run("pytest", "-m", "not docker and not vllm and not gpu", *session.posargs,
+    heavy = "not docker and not vllm and not gpu and not ray"  # their own sessions
+    session.run("pytest", "-m", heavy, *session.posargs,
                 env={"SERVINGBENCH_REQUIRE_LLAMACPP": "1"})  # fmt: skip
+
+
+@nox.session
+def ray_tests(session: nox.Session) -> None:
+    """A benchmark spread over a real Ray cluster (pytest -m ray): the tests start a head and
+    two worker nodes on 127.0.0.1 (tests/cluster/ray_cluster.py), run targets across them,
+    load one target from two nodes and kill a worker node mid-run. Ray installs here (the
+    `ray` extra, part of `all`), so this never skips for want of it."""
+    install(session, "all", "test")
+    session.run("pytest", "-m", "ray", "-ra", *session.posargs)
 
 
 @nox.session

@@ -120,6 +120,10 @@ class Adapter(ABC, Generic[C]):
     stack_packages: ClassVar[tuple[str, ...]] = ()
     # what `servingbench tune` may change (harness/tunables.py): () = nothing to tune
     tunables: ClassVar[tuple[Tunable, ...]] = ()
+    # why its stack listens beyond loopback on ports other than the served ones, where the
+    # stack has no way to bind them to loopback (Ray's control plane); "" = it never does.
+    # The conformance suite holds the served ports to loopback regardless.
+    listens_beyond_loopback: ClassVar[str] = ""
 
     def __init__(self, config: C) -> None:
         self.config = config

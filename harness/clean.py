@@ -9,7 +9,9 @@ made it, and is removed only when that process is gone:
 - run folders still marked `running` whose owner is gone: marked `aborted`;
 - supervisors (and their servers) whose owner is gone: killed, with their descendants;
 - containers labelled `servingbench.owner=<pid>` whose owner is gone: removed;
-- private temp folders `sb-ts-<pid>-*` (TorchServe's sockets and unpacked models);
+- private temp folders `sb-ts-<pid>-*` (TorchServe's sockets and unpacked models) and
+  `sb-ray-<pid>-*` (a Ray Serve server's private Ray instance), `sb-node-<pid>-*` (a
+  target's scratch run folder on a Ray node whose worker was killed with the node);
 - shared-memory segments `/dev/shm/sb<pid>_*` (Triton's python backend).
 """
 
@@ -27,7 +29,7 @@ import psutil
 
 from harness.results import mark_aborted
 
-_TEMP = re.compile(r"^sb-ts-(\d+)-")
+_TEMP = re.compile(r"^sb-(?:ts|ray|node)-(\d+)-")
 _SHM = re.compile(r"^sb(\d+)_")
 SHM = Path("/dev/shm")
 

@@ -121,6 +121,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     targets = target_by_name(scenario, names)
     total = len(targets) * expected_steps(scenario.load.profile) * scenario.repeats
     signal.signal(signal.SIGTERM, _raise_interrupt)  # teardown runs on TERM as on Ctrl-C
+    cluster = None
+    if args.ray:
+        from harness.cluster.connect import connect
+
+        cluster = connect(args.ray)
+        console.print(f"Ray cluster {escape(args.ray)}: {len(cluster.nodes)} node(s)",
+                      highlight=False)  # fmt: skip
+    elif scenario.load.nodes > 1:
+        why = "load from several nodes needs a Ray cluster: add --ray ADDRESS"
+        raise ConfigError(str(args.scenario), [("load.nodes", f"{scenario.load.nodes}: {why}")])
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -135,6 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             target_names=names,
             observer=RichObserver(progress, total),
             command=sys.argv,
+            cluster=cluster,
         )
     result = load_run(outcome.run_dir)
     result.failures = list(outcome.failures)
@@ -681,6 +692,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-report", action="store_true", help="skip the HTML report")
     run.add_argument("--static", action="store_true", help=STATIC_HELP)
     run.add_argument("--json", action="store_true", help=JSON_HELP)
+    run.add_argument("--ray", metavar="ADDRESS", default=None,
+                     help="run each target on a node of this Ray cluster (its GCS host:port, "
+                     "or auto), several at once; docs/ray.md")  # fmt: skip
     run.set_defaults(func=cmd_run)
     tune = sub.add_parser(
         "tune", help="search each stack's settings under the SLO, then compare the bests"

@@ -442,11 +442,15 @@ class RunData:
         }
 
     def trusted(self) -> set[str]:
-        """Targets whose numbers may be compared: finished ok and answered correctly."""
+        """Targets whose numbers may be compared: finished ok, answered correctly, and
+        measured without a confound the run found (`confound`: e.g. CPUs shared with a
+        target that ran beside it on the same host)."""
         return {
             str(t.get("name"))
             for t in self.targets
-            if t.get("status") == "ok" and (t.get("fidelity") or {}).get("passed")
+            if t.get("status") == "ok"
+            and (t.get("fidelity") or {}).get("passed")
+            and not t.get("confound")
         }
 
     @property

@@ -70,9 +70,12 @@ def run_scenario(
     command: list[str] | None = None,
     folder: RunFolder | None = None,
     extra: dict[str, Any] | None = None,
+    cluster: Any = None,
 ) -> RunOutcome:
     """Run a scenario into a new run folder under `out_root` (or into `folder`, made by the
-    caller: a tuning run re-measures its bests in its own); `extra` goes into run.json."""
+    caller: a tuning run re-measures its bests in its own); `extra` goes into run.json.
+    With `cluster` (harness/cluster/connect.py), each target runs on a node of that Ray
+    cluster, as many at once as there are free nodes, into this one run folder."""
     targets = target_by_name(scenario, target_names or [])
     observer = observer or Observer()
     warnings = bounds.check(scenario, scenario_file or "scenario")  # refuses the impossible
@@ -105,13 +108,20 @@ def run_scenario(
         run.check_gpus()
         with run.environments_beside(targets), run.timed("model and variants"):
             run.prepare([t.variant for t in targets])
-        with _load_backend(scenario) as load:
-            with run.timed("calibration"):
-                run.calibrate(load)
-            for repeat in range(scenario.repeats):
-                for index, target in enumerate(targets):
-                    with run.timed(f"target {target.name}"):
-                        run.run_target(target, load, repeat, index, len(targets))
+        if cluster is not None:
+            from harness.cluster.driver import run_on_cluster
+
+            # no calibration here: the load runs on the nodes, not on this machine
+            with run.timed("targets on the cluster"):
+                run_on_cluster(run, targets, cluster)
+        else:
+            with _load_backend(scenario) as load:
+                with run.timed("calibration"):
+                    run.calibrate(load)
+                for repeat in range(scenario.repeats):
+                    for index, target in enumerate(targets):
+                        with run.timed(f"target {target.name}"):
+                            run.run_target(target, load, repeat, index, len(targets))
         with run.timed("verdicts"):
             run.conclude()
         status = "finished"
@@ -129,6 +139,10 @@ def run_scenario(
 def _load_backend(scenario: Scenario) -> LoadBackend:
     """Our engine (default) or Locust; both take a plan and give back request records."""
     load = scenario.load
+    if load.nodes > 1:  # on a Ray node of a --ray run: its load spans its placement group
+        from harness.cluster.load import ClusterLoad
+
+        return ClusterLoad(load.processes, load.nodes, scenario.resources.client_cpus)
     if load.backend == "locust":
         from harness.load.locust_backend import LocustLoad
 

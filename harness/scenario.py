@@ -106,6 +106,21 @@ class SloSpec(StrictModel):
     tpot_ms: PositiveFloat | None = Field(None, description="time per output token limit")
 
 
+class PlacementSpec(StrictModel):
+    """Where a target may run on a Ray cluster (`servingbench run --ray`); unused locally."""
+
+    gpus: NonNegativeInt = Field(0, description="GPUs its server needs on the node")
+    gpu_type: str | None = Field(
+        None,
+        description="Ray's accelerator type of those GPUs (e.g. H100, A100, L4): only nodes "
+        "that declare it are chosen",
+    )
+    resources: dict[str, PositiveFloat] = Field(
+        default_factory=dict,
+        description="other custom Ray resources the node must have (e.g. {fast_nic: 1})",
+    )
+
+
 class ResourcesSpec(StrictModel):
     """CPU sets for servers and the load generator: the same for every target (fairness)."""
 
@@ -328,6 +343,11 @@ class LoadSpec(StrictModel):
     locust_workers: NonNegativeInt = Field(
         0, description="locust only: 0 = one process, N = a master and N worker processes"
     )
+    nodes: PositiveInt = Field(
+        1,
+        description="with --ray: the load processes are dealt over this many Ray nodes (the "
+        "target's own and nodes-1 others), started on one clock, their records merged",
+    )
     calibrate: bool = Field(True, description="measure the client's own overhead first")
 
     @property
@@ -352,6 +372,11 @@ class LoadSpec(StrictModel):
             isinstance(lv, TraceLevel) or (isinstance(lv, OpenLevel) and lv.shape()[0])
             for lv in steps
         )
+        if self.nodes > 1 and (self.backend != "engine" or self.processes < self.nodes):
+            raise ValueError(
+                f"nodes: {self.nodes} deals load processes over Ray nodes: it needs backend: "
+                f"engine and at least as many processes (processes: {self.processes})"
+            )
         if shaped and self.backend == "locust":
             raise ValueError("backend: locust paces constant rates only; ramps, step changes "
                              "and trace replay need backend: engine")  # fmt: skip
@@ -586,6 +611,7 @@ def scenario_model(in_tree: bool = False) -> type[ScenarioBase]:
         variant=(Literal[variant_names], ...),  # type: ignore[arg-type]
         launcher=(_union(launcher_cfgs, "kind"), process_default),
         startup_timeout_s=(PositiveFloat, 120.0),
+        placement=(PlacementSpec, PlacementSpec()),
     )
     return create_model(
         "Scenario",

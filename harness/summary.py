@@ -105,6 +105,8 @@ def _target_row(
     fidelity = info.get("fidelity") or {}
     if fidelity.get("passed") is False:
         caveats.append("fidelity check failed")
+    if info.get("confound"):
+        caveats.append(f"not ranked: {info['confound']}")
     if info.get("status") == "unavailable":
         caveats.append(f"skipped ({info.get('error') or 'not available here'})")
     throughput = float(best["throughput_rps"]) if best is not None else math.nan
@@ -114,6 +116,7 @@ def _target_row(
         "status": info.get("status"),
         "baseline": bool(info.get("baseline")),
         "fidelity_passed": fidelity.get("passed"),
+        "confound": info.get("confound"),
         "throughput_under_slo_rps": throughput,
         "at_level": None if best is None else str(best["label"]),
         "slo_percentile_ms_there": None if best is None else float(best["slo_percentile_ms"]),
@@ -150,8 +153,13 @@ def _llm_fields(rows: pd.DataFrame, usd: float) -> dict[str, Any]:
 
 def rankable(target: dict[str, Any]) -> bool:
     """A summary target that may win, be priced or be recommended: finished ok, not the
-    floor, answered like the model."""
-    return target["status"] == "ok" and not target["baseline"] and bool(target["fidelity_passed"])
+    floor, answered like the model, measured without a confound."""
+    return (
+        target["status"] == "ok"
+        and not target["baseline"]
+        and bool(target["fidelity_passed"])
+        and not target.get("confound")
+    )
 
 
 def _finite(value: Any) -> bool:

@@ -10,6 +10,8 @@ holds ~9 MB), as the process launcher's direct child:
   harness, dies, however it died;
 - PR_SET_CHILD_SUBREAPER: descendants orphaned on the way (TorchServe's Java, started from
   its Python wrapper) are reparented here instead of to PID 1, so none escapes;
+- the server itself gets SIGTERM should this supervisor be SIGKILLed (no handler runs
+  then: Ray kills a lost worker's children that way);
 - the server starts pinned to `--cpus` (set here before it exists, so every thread and
   process it makes inherits the set) in a process group of its own; TERM (from the
   launcher, or from the owner's death) is passed on to that group, then after `--grace`
@@ -47,6 +49,10 @@ def _prctl(option: int, value: int) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(option, value, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
+
+
+def _term_with_parent() -> None:
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _stop(signum: int, frame: object) -> None:
@@ -116,7 +122,9 @@ def _end_all(server: subprocess.Popen[bytes] | None, grace_s: float) -> None:
 def supervise(argv: list[str], grace_s: float) -> int:
     server: subprocess.Popen[bytes] | None = None
     try:
-        server = subprocess.Popen(argv, process_group=0)
+        # the server, too, hears of its parent's death: a SIGKILL of this supervisor (Ray
+        # kills a dead worker's children so) must not leave it running, reparented to PID 1
+        server = subprocess.Popen(argv, process_group=0, preexec_fn=_term_with_parent)
         while True:  # reap everything; stop when the server itself is gone
             pid, status = os.wait()
             if pid == server.pid:

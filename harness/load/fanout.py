@@ -122,9 +122,15 @@ class LoadGroup(ClosingContext):
         if len(plans) > 1:
             start = perf_counter_ns() + START_LEAD_NS
             plans = [dataclasses.replace(p, start_at_ns=start) for p in plans]
+        return merge(self.run_parts(endpoint, plans))
+
+    def run_parts(self, endpoint: Endpoint, plans: list[StepPlan]) -> list[StepRecords]:
+        """Plans already split (and timed) elsewhere, one per process: their records, unmerged
+        (load spread over several machines merges them once, harness/cluster/load.py)."""
+        assert len(plans) <= len(self.workers), "one plan per load process"
         for worker, part in zip(self.workers, plans, strict=False):
             worker.submit(endpoint, part)
-        return merge([w.collect(p) for w, p in zip(self.workers, plans, strict=False)])
+        return [w.collect(p) for w, p in zip(self.workers, plans, strict=False)]
 
     def close(self) -> None:
         for worker in self.workers:

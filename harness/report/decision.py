@@ -199,6 +199,8 @@ def _why_none(data: RunData, targets: dict[str, dict[str, Any]], slo_text: str) 
             reasons.append(f"{name}: {t.get('status')}")
         elif not t.get("fidelity_passed"):
             reasons.append(f"{name}: its answers did not match the model's (fidelity check)")
+        elif t.get("confound"):
+            reasons.append(f"{name}: not ranked: {t['confound']}")
         else:
             caveat = "; ".join(t.get("caveats") or [])
             steps = data.steps[data.steps["target"] == name]

@@ -13,6 +13,7 @@ import pytest
 
 from adapters.fastapi import FastapiAdapter
 from adapters.inprocess import InprocessAdapter
+from adapters.rayserve import RayServeAdapter
 from adapters.torchserve import TorchserveAdapter
 from harness.testing import AdapterConformance
 from tests.conftest import servingbench_processes
@@ -44,6 +45,14 @@ class TestTorchserveConformance(AdapterConformance):
     config = {"kind": "torchserve"}
     variants = ["eager"]
     startup_timeout_s = 90.0
+
+
+class TestRayServeConformance(AdapterConformance):
+    # a private Ray instance per start (~10 s on 2 cores); batching on, as a team runs it
+    adapter_class = RayServeAdapter
+    config = {"kind": "rayserve", "batching": {"max_batch_size": 8}}
+    variants = ["onnx"]
+    startup_timeout_s = 120.0
 
 
 class TestInprocessConformance(AdapterConformance):
