@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+
 import yaml
 
 from tests.conftest import REPO
