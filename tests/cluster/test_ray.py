@@ -158,6 +158,36 @@ def test_one_targets_load_comes_from_two_nodes_on_one_clock(
     assert step["errors"] == 0
 
 
+def test_ctrl_c_of_the_driver_stops_the_target_on_its_node(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    # before the node-loss test: it needs a worker node of its own
+    targets = "  - {name: stopped, adapter: {kind: fastapi}, variant: eager}\n"
+    profile = "{kind: closed, concurrency: [1, 2, 4, 8, 16]}"
+    out = tmp_path / "results"
+    proc = _start(_scenario(tmp_path, targets, profile=profile), out, cluster.address)
+    run_dir = _run_dir(out)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (_steps(run_dir)["target"] == "stopped").any():
+            break
+        time.sleep(0.2)
+    pid = _targets(run_dir)["stopped"].get("pid")
+    assert pid and psutil.pid_exists(pid), "its server is not running on the node"
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the driver's terminal
+    output = _finish(proc, 120)
+    assert proc.returncode == 130, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    target = _targets(run_dir)["stopped"]
+    assert target["status"] == "interrupted", target
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+    # the cancel reached the node: its runner tore the server down there
+    deadline = time.monotonic() + 30
+    while psutil.pid_exists(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not psutil.pid_exists(pid), f"the server {pid} outlived the Ctrl-C"
+
+
 def test_targets_run_on_the_nodes_and_a_lost_node_fails_only_its_target(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
