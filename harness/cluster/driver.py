@@ -10,6 +10,7 @@ go on. Repeats run one after the other: a target's repeats never overlap.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from dataclasses import dataclass
@@ -60,10 +61,17 @@ def run_on_cluster(run: _Run, targets: list[Any], cluster: Cluster) -> None:
                 while thread.is_alive():
                     thread.join(0.5)
         except KeyboardInterrupt:
-            _cancel(run, [u for u, _ in followers], lock)
+            _cancel(run, followers, lock)
+            _release([u for u, _ in followers])
+            for unit, _ in followers:
+                unit.stream = None
+            gc.collect()
             raise
         finally:
             _release([u for u, _ in followers])
+            for unit, _ in followers:  # a stream collected after Ray's own shutdown at exit
+                unit.stream = None  # makes Ray end the process with its exit code
+            gc.collect()
     _shared_hosts(run, ran)
 
 
@@ -101,7 +109,8 @@ def _follow(run: _Run, unit: _Unit, lock: threading.Lock) -> None:
                 _apply(run, unit, event)
     except RayError as exc:
         with lock:
-            _lost(run, unit, exc)
+            if not unit.ended:  # a cancelled task (Ctrl-C) ended as it was told
+                _lost(run, unit, exc)
     except Exception as exc:  # a driver-side failure to write: the target says so
         with lock:
             run._finish_target(name, "failed", f"{type(exc).__name__}: {exc}")
@@ -173,19 +182,25 @@ def _lost(run: _Run, unit: _Unit, exc: Exception) -> None:
     unit.ended = True
 
 
-def _cancel(run: _Run, units: list[_Unit], lock: threading.Lock) -> None:
-    """Ctrl-C: every running target stops on its node (its server torn down there)."""
+def _cancel(run: _Run, followers: list[tuple[_Unit, threading.Thread]],
+            lock: threading.Lock) -> None:  # fmt: skip
+    """Ctrl-C: every running target stops on its node (its server torn down there). The
+    followers are waited for: a thread still inside Ray when the process exits makes Ray
+    end it with its own exit code."""
     import contextlib
 
     import ray
 
-    for unit in units:
+    for unit, _ in followers:
         if unit.stream is not None and not unit.ended:
             with contextlib.suppress(Exception):
                 ray.cancel(unit.stream)
             with lock:
                 run._finish_target(unit.target.name, "interrupted", "interrupted (Ctrl-C)")
                 unit.ended = True
+    deadline = time.monotonic() + 60  # the nodes stop their servers meanwhile
+    for _, thread in followers:
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _release(units: list[_Unit]) -> None:

@@ -95,12 +95,18 @@ targets:
     return path
 
 
+def _interruptible() -> None:
+    # as in a terminal: a test run in the background (CI) inherits SIGINT ignored, and
+    # Python then installs no KeyboardInterrupt handler at all
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(scenario: Path, out: Path, address: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "run", str(scenario), "--out", str(out),
          "--ray", address, "--static"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=_interruptible,
     )  # fmt: skip
 
 
