@@ -319,5 +319,6 @@ def test_sigkill_of_the_cli_while_torchserve_runs_leaves_no_process(tmp_path: Pa
 
 def _has_java(proc: psutil.Process) -> bool:
     with contextlib.suppress(psutil.Error):
-        return "java" in os.path.basename(proc.cmdline()[0])
+        command = proc.cmdline()  # empty for a process that just became a zombie
+        return bool(command) and "java" in os.path.basename(command[0])
     return False
