@@ -43,7 +43,7 @@ from harness.llm import serving
 from harness.prometheus import MetricsPage
 from harness.protocols.base import Client
 from harness.protocols.openai import OpenAIClient
-from harness.tunables import Choice, FloatRange, IntRange, Tunable
+from harness.tunables import Choice, FloatRange, IntRange, Tunable, without_batch_of_one
 from harness.variants import BuiltVariant
 
 
@@ -77,11 +77,7 @@ class FastapiAdapter(Adapter[FastapiConfig]):
 
     @classmethod
     def tuned_config(cls, base: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-        config = super().tuned_config(base, params)
-        batching = config.get("batching")
-        if isinstance(batching, dict) and batching.get("max_batch_size") == 1:
-            config["batching"] = None  # a batch of one is no batcher (its delay is moot)
-        return config
+        return without_batch_of_one(super().tuned_config(base, params))
 
     @property
     def generates(self) -> bool:

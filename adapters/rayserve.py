@@ -28,7 +28,7 @@ from pydantic import Field, NonNegativeFloat, PositiveInt
 from harness.adapter import Adapter, AdapterConfig, ProcessSpec
 from harness.config import StrictModel
 from harness.environments import PYTHON
-from harness.tunables import Choice, FloatRange, IntRange, Tunable
+from harness.tunables import Choice, FloatRange, IntRange, Tunable, without_batch_of_one
 from harness.variants import BuiltVariant
 
 
@@ -73,11 +73,7 @@ class RayServeAdapter(Adapter[RayServeConfig]):
 
     @classmethod
     def tuned_config(cls, base: dict[str, object], params: dict[str, object]) -> dict[str, object]:
-        config = super().tuned_config(base, params)
-        batching = config.get("batching")
-        if isinstance(batching, dict) and batching.get("max_batch_size") == 1:
-            config["batching"] = None  # a batch of one is no batching
-        return config
+        return without_batch_of_one(super().tuned_config(base, params))
 
     def process_spec(
         self, variant: BuiltVariant, workdir: Path, host: str, ports: dict[str, int]

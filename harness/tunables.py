@@ -140,6 +140,15 @@ def set_path(config: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     return out
 
 
+def without_batch_of_one(config: dict[str, Any], section: str = "batching") -> dict[str, Any]:
+    """`config` with its batching `section` dropped where a trial set its max_batch_size to
+    1: a batch of one is no batcher (its delay is moot). FastAPI's and Ray Serve's rule."""
+    batching = config.get(section)
+    if isinstance(batching, dict) and batching.get("max_batch_size") == 1:
+        return {**config, section: None}
+    return config
+
+
 def get_path(config: dict[str, Any], path: str) -> Any:
     node: Any = config
     for key in path.split("."):

@@ -62,10 +62,6 @@ def run_on_cluster(run: _Run, targets: list[Any], cluster: Cluster) -> None:
                     thread.join(0.5)
         except KeyboardInterrupt:
             _cancel(run, followers, lock)
-            _release([u for u, _ in followers])
-            for unit, _ in followers:
-                unit.stream = None
-            gc.collect()
             raise
         finally:
             _release([u for u, _ in followers])
